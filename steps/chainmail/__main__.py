@@ -1,0 +1,3 @@
+from chainmail._cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""`chainmail verify` commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="verify commands.", no_args_is_help=True, rich_markup_mode=None)

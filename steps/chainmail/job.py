@@ -1,0 +1,123 @@
+"""Sign one run end to end: format → sign → store → mark, in one process.
+
+This is what ``chainmail run``, the finally task and ``chainmail sweep`` call for each
+run. The run is marked ``chains.tekton.dev/signed: "true"`` only after every payload is
+stored; on failure it is marked ``failed`` with a short reason, so users see why without
+reading logs, and ``sweep --retry-failed`` can pick it up again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from chainmail import annotations
+from chainmail.context import Context
+from chainmail.errors import Error, InputError
+from chainmail.models import Payload, RunSnapshot, SignedPayload, StoredRef
+from chainmail.storage import StoreSession, store_all
+
+log = logging.getLogger("chainmail.job")
+
+
+@dataclass
+class JobResult:
+    """What happened to one run."""
+
+    snapshot: RunSnapshot
+    payloads: list[Payload] = field(default_factory=list)
+    signed: list[SignedPayload] = field(default_factory=list)
+    stored: list[StoredRef] = field(default_factory=list)
+    skipped: str = ""
+
+    def summary(self) -> dict[str, object]:
+        ref = self.snapshot.ref
+        return {
+            "run": f"{ref.kind}/{ref.namespace}/{ref.name}",
+            "uid": ref.uid,
+            "skipped": self.skipped,
+            "payloads": [{"artifact": p.artifact.full_key, "format": p.format, "digest": p.digest}
+                         for p in self.payloads],
+            "stored": [r.to_json() for r in self.stored],
+        }
+
+
+def make_payloads(snapshot: RunSnapshot, ctx: Context, formats: list[str] | None = None,
+                  *, provisional: bool = False) -> list[Payload]:
+    """The ``format`` step."""
+    from chainmail.formats import create_payloads
+
+    return create_payloads(snapshot, ctx.config, formats, provisional=provisional)
+
+
+def sign(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
+    """The ``sign`` step."""
+    from chainmail.signing import sign_payloads
+
+    return sign_payloads(payloads, ctx)
+
+
+def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, mark: bool = True) -> list[StoredRef]:
+    """The ``store`` step: every backend, then one annotation patch per run (with ``signed``)."""
+    session = StoreSession(ctx, snapshot)
+    try:
+        refs = store_all(signed, session)
+    except Error as exc:
+        if mark:
+            annotations.flush(session, signed=False, reason=str(exc))
+        raise
+    if mark:
+        annotations.flush(session, signed=True)
+    return refs
+
+
+def skip_reason(snapshot: RunSnapshot, ctx: Context, *, provisional: bool = False) -> str:
+    """Why this run should not be signed now ("" when it should)."""
+    from chainmail.snapshot import is_finished, is_successful
+
+    if not provisional and not is_finished(snapshot.run):
+        return "not finished"
+    if ctx.config.bool("chainmail.sign-successful-only") and not provisional and not is_successful(snapshot.run):
+        return "did not succeed (chainmail.sign-successful-only is set)"
+    return ""
+
+
+def sign_run(snapshot: RunSnapshot, ctx: Context, *, formats: list[str] | None = None,
+             provisional: bool = False, mark: bool = True) -> JobResult:
+    """Format, sign and store every artifact of one run; mark the run signed or failed."""
+    from chainmail.errors import RunNotFinishedError
+
+    result = JobResult(snapshot)
+    reason = skip_reason(snapshot, ctx, provisional=provisional)
+    if reason == "not finished":
+        raise RunNotFinishedError(f"{snapshot.ref.kind} {snapshot.ref.namespace}/{snapshot.ref.name} has not finished")
+    if reason:
+        result.skipped = reason
+        return result
+    session_marked = False
+    try:
+        result.payloads = make_payloads(snapshot, ctx, formats, provisional=provisional)
+        result.signed = sign(result.payloads, ctx)
+        session_marked = True
+        result.stored = store(result.signed, snapshot, ctx, mark=mark)
+    except Error as exc:
+        if mark and not session_marked and not isinstance(exc, InputError):
+            annotations.flush(StoreSession(ctx, snapshot), signed=False, reason=str(exc))
+        raise
+    return result
+
+
+def summary_text(result: JobResult) -> str:
+    """One line per run for humans."""
+    ref = result.snapshot.ref
+    if result.skipped:
+        return f"skipped {ref.kind} {ref.namespace}/{ref.name}: {result.skipped}"
+    backends = sorted({r.backend for r in result.stored})
+    kinds = ", ".join(f"{p.artifact.kind}:{p.format}" for p in result.payloads)
+    return (f"signed {ref.kind} {ref.namespace}/{ref.name}: {len(result.payloads)} payload(s) [{kinds}] "
+            f"stored in {', '.join(backends) or 'nothing'}")
+
+
+def summary_json(results: list[JobResult]) -> str:
+    return json.dumps([r.summary() for r in results], indent=2)

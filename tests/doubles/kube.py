@@ -1,0 +1,1 @@
+"""Kubernetes API double: filled in by the cluster work."""

@@ -1,0 +1,1 @@
+"""Registry fixture: filled in by the OCI work."""
