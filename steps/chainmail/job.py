@@ -12,7 +12,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from chainmail import annotations
 from chainmail.context import Context
 from chainmail.errors import Error, InputError
 from chainmail.models import Payload, RunSnapshot, SignedPayload, StoredRef
@@ -60,6 +59,8 @@ def sign(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
 
 def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, mark: bool = True) -> list[StoredRef]:
     """The ``store`` step: every backend, then one annotation patch per run (with ``signed``)."""
+    from chainmail import annotations
+
     session = StoreSession(ctx, snapshot)
     try:
         refs = store_all(signed, session)
@@ -103,9 +104,34 @@ def sign_run(snapshot: RunSnapshot, ctx: Context, *, formats: list[str] | None =
         result.stored = store(result.signed, snapshot, ctx, mark=mark)
     except Error as exc:
         if mark and not session_marked and not isinstance(exc, InputError):
+            from chainmail import annotations
+
             annotations.flush(StoreSession(ctx, snapshot), signed=False, reason=str(exc))
         raise
     return result
+
+
+def sign_with_children(snapshot: RunSnapshot, ctx: Context, *, formats: list[str] | None = None,
+                       provisional: bool = False) -> list[JobResult]:
+    """Sign each finished, unsigned child TaskRun of a PipelineRun, then the PipelineRun itself.
+
+    This is the order Chains keeps (children first, so their ``.att`` layers are written
+    before the PipelineRun's); a TaskRun snapshot yields just its own result.
+    """
+    from chainmail import annotations
+    from chainmail.snapshot import is_finished
+
+    results: list[JobResult] = []
+    for child in snapshot.task_runs:
+        sub = RunSnapshot(child, [], snapshot.source)
+        if annotations.is_signed(child):
+            results.append(JobResult(sub, skipped="already signed"))
+        elif not is_finished(child):
+            results.append(JobResult(sub, skipped="not finished"))
+        else:
+            results.append(sign_run(sub, ctx, formats=formats))
+    results.append(sign_run(snapshot, ctx, formats=formats, provisional=provisional))
+    return results
 
 
 def summary_text(result: JobResult) -> str:

@@ -217,6 +217,9 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--workspace", "-w", help="Also write every step file here.")
         ] = None,
         results_dir: ResultsDirOpt = None,
+        with_children: Annotated[
+            bool, typer.Option("--with-children", help="For a PipelineRun, first sign its finished child TaskRuns.")
+        ] = False,
         output: OutputOpt = "text",
     ) -> None:
         """Snapshot, format, sign and store one run in a single process (the fast path)."""
@@ -229,11 +232,19 @@ def register(app: typer.Typer) -> None:
         if workspace is not None:
             ws = Workspace(workspace)
             ws.write_snapshot(snap)
-        result = job.sign_run(snap, ctx, formats=_formats(formats), provisional=provisional)
+        if with_children:
+            results = job.sign_with_children(snap, ctx, formats=_formats(formats), provisional=provisional)
+        else:
+            results = [job.sign_run(snap, ctx, formats=_formats(formats), provisional=provisional)]
+        result = results[-1]
         if workspace is not None and not result.skipped:
-            ws.write_payloads(result.payloads)
-            ws.write_signed(result.signed)
-            ws.write_stored(result.stored)
+            ws.write_payloads([p for r in results for p in r.payloads])
+            ws.write_signed([s for r in results for s in r.signed])
+            ws.write_stored([s for r in results for s in r.stored])
         _write_results(results_dir, {"SIGNED": "false" if result.skipped else "true",
-                                     "STORED": str(len(result.stored))})
-        typer.echo(job.summary_json([result]) if output == "json" else job.summary_text(result))
+                                     "STORED": str(sum(len(r.stored) for r in results))})
+        if output == "json":
+            typer.echo(job.summary_json(results))
+        else:
+            for r in results:
+                typer.echo(job.summary_text(r))

@@ -75,12 +75,35 @@ def backend_names(signed: Iterable[SignedPayload], ctx: Context) -> dict[str, li
     return groups
 
 
+def check_signatures(signed: Iterable[SignedPayload]) -> None:
+    """Refuse signatures that do not verify over their payload (a tampered ``signed.json``)."""
+    from chainmail.errors import WorkspaceError
+    from chainmail.signing import verify_signature
+    from chainmail.signing.dsse import verify_envelope
+
+    for item in signed:
+        key = item.payload.artifact.full_key
+        try:
+            if item.payload.wrap:
+                payload_type, body = verify_envelope(item.signature, [item.public_key])
+                if payload_type != item.payload.payload_type or body != item.payload.body:
+                    raise WorkspaceError(f"signed payload for {key}: the envelope does not hold this payload")
+            else:
+                verify_signature(item.public_key, item.signature, item.payload.body)
+        except WorkspaceError:
+            raise
+        except Error as exc:
+            raise WorkspaceError(f"signature for {key} does not verify over its payload ({exc})") from None
+
+
 def store_all(signed: list[SignedPayload], session: StoreSession) -> list[StoredRef]:
     """Send every payload to its backends; keep going on failure and raise one error at the end.
 
-    Returns the references written. On failure, raises :class:`StorageError` whose
-    message lists every failed backend; ``error.stored`` holds what did succeed.
+    Signatures are checked first, so nothing is written for a tampered input. Returns the
+    references written. On failure, raises :class:`StorageError` whose message lists every
+    failed backend; ``error.stored`` holds what did succeed.
     """
+    check_signatures(signed)
     groups = backend_names(signed, session.ctx)
     registry = _backends()
     refs: list[StoredRef] = []

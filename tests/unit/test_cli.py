@@ -1,0 +1,63 @@
+"""The CLI shell: help, lean imports, one-line errors with distinct exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from chainmail import errors
+from chainmail._cli import app, main
+
+runner = CliRunner()
+
+
+def test_help_lists_the_steps() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("snapshot", "format", "sign", "store", "run", "verify", "keys"):
+        assert cmd in result.stdout
+
+
+def test_cli_import_stays_lean() -> None:
+    code = ("import sys, chainmail._cli; heavy = [m for m in ('requests', 'cryptography', 'nacl', 'yaml', "
+            "'sigstore', 'oras', 'celpy') if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_exit_codes_are_distinct() -> None:
+    codes = [cls.exit_code for cls in errors.all_errors() if cls is not errors.Error]
+    assert len(codes) == len(set(codes))
+    assert errors.EXIT_BUG not in codes and 2 not in codes  # 2 is the usage-error code
+
+
+def _main(argv: list[str], capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_error_is_one_line_with_its_code(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = _main(["format", "--workspace", str(tmp_path)], capsys)
+    assert code == errors.WorkspaceError.exit_code
+    assert err.startswith("Error: ") and "snapshot.json is missing" in err
+    assert len(err.strip().splitlines()) == 1
+    assert out == ""
+
+
+def test_bad_config_value(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = _main(["format", "-w", str(tmp_path), "--set", "artifacts.taskrun.format=tekton-v9"], capsys)
+    assert code == errors.ConfigError.exit_code
+    assert "artifacts.taskrun.format" in err
+
+
+def test_usage_error_exits_2(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, _ = _main(["run", "--no-such-flag"], capsys)
+    assert code == 2
