@@ -137,6 +137,12 @@ class ClusterAuthError(ClusterError):
     exit_code = 19
 
 
+class ConflictError(ClusterError):
+    """The object changed under us (HTTP 409) and the retries ran out."""
+
+    exit_code = 21
+
+
 class NotFoundError(ClusterError):
     """The named object does not exist in the cluster."""
 

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from chainmail._cli import catalog, keys, report, steps, sweep, verify
+from chainmail._cli import catalog, demo, keys, report, steps, sweep, verify
 
 app = typer.Typer(
     name="chainmail",
@@ -27,6 +27,7 @@ app.add_typer(keys.app, name="keys")
 sweep.register(app)
 app.add_typer(catalog.app, name="catalog")
 report.register(app)
+demo.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,230 @@
+"""Signing: load a key by URI, sign payloads raw or in DSSE envelopes, check signatures.
+
+Example::
+
+    signer = load_signer("k8s://tekton-chains/signing-secrets", ctx)   # or a dir, a file, file:///…
+    signed = sign_payloads(payloads, ctx)       # signer per kind from chains-config (or ctx.key)
+    verify_signature(signer.public_key_pem, signature, data)
+
+Key URIs (``SIGNER_FOR_URI_SCHEME``, filled here and only here):
+
+- a path or ``file:`` URI: a key file (encrypted ``cosign.key`` or PKCS#8 PEM) or a
+  directory holding ``x509.pem`` or ``cosign.key`` + ``cosign.password`` (Chains' order);
+- ``k8s://NAMESPACE/SECRET``: the same files in a Secret.
+
+KMS URIs (``gcpkms://``, ``awskms://``, ``azurekms://``, ``hashivault://``) and keyless
+(Fulcio) signing are not in this build; naming them is a :class:`ConfigError`. Loaded
+signers are cached in ``ctx.cache``, so a sweep decrypts a key once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from typing import TYPE_CHECKING, Literal
+
+from chainmail.errors import ConfigError, KeyMaterialError
+from chainmail.models import Payload, SignedPayload
+from chainmail.signing._file import (
+    FileSigner,
+    K8sSigner,
+    KeyMaterial,
+    canonical_file_uri,
+    file_path,
+    load_file,
+    public_key_from_material,
+)
+from chainmail.signing._signer import KeySigner, Signer
+from chainmail.signing.keys import public_key_pem, verify_signature
+
+if TYPE_CHECKING:
+    from chainmail.context import Context
+
+__all__ = [
+    "DEFAULT_SIGNING_SECRETS",
+    "SIGNER_FOR_URI_SCHEME",
+    "KeySigner",
+    "Signer",
+    "load_public_key",
+    "load_signer",
+    "sign_payloads",
+    "signer_for",
+    "verify_signature",
+]
+
+log = logging.getLogger("chainmail.signing")
+
+#: URI scheme → signer class. The only registry of signers; add an entry to add one.
+SIGNER_FOR_URI_SCHEME: dict[str, type[Signer]] = {
+    FileSigner.SCHEME: FileSigner,
+    K8sSigner.SCHEME: K8sSigner,
+}
+
+#: Where Chains mounts its ``signing-secrets`` Secret; ``$CHAINMAIL_SIGNING_SECRETS`` overrides it.
+DEFAULT_SIGNING_SECRETS = "/etc/signing-secrets"
+
+_KMS_SCHEMES = ("gcpkms", "awskms", "azurekms", "hashivault")
+_KEYLESS_SCHEMES = ("fulcio", "keyless", "sigstore")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_LOAD_LOCK = threading.Lock()
+
+
+def _scheme(uri: str) -> str:
+    match = _SCHEME_RE.match(uri)
+    if match:
+        return match.group(1).lower()
+    return "file"  # "file:/path", "file:rel" and bare paths
+
+
+def _unsupported(scheme: str) -> ConfigError | None:
+    if scheme in _KMS_SCHEMES:
+        return ConfigError(
+            f"KMS signing ({scheme}://) is not supported by this build yet",
+            hint="use a cosign key or x509.pem: --key DIR, a key file, or k8s://NAMESPACE/SECRET",
+        )
+    if scheme in _KEYLESS_SCHEMES:
+        return ConfigError(
+            f"keyless signing ({scheme}://) is not supported by this build yet",
+            hint="use a cosign key or x509.pem: --key DIR, a key file, or k8s://NAMESPACE/SECRET",
+        )
+    return None
+
+
+def _canonical(uri: str, scheme: str) -> str:
+    if scheme == "file":
+        return canonical_file_uri(uri)
+    if scheme == "k8s":
+        return "k8s://" + uri.split("://", 1)[1].strip("/")
+    return uri
+
+
+def load_signer(uri: str, ctx: Context) -> Signer:
+    """The signer named by ``uri``; loaded once per process and cached in ``ctx.cache``."""
+    uri = uri.strip()
+    if not uri:
+        raise KeyMaterialError("empty signing key reference")
+    scheme = _scheme(uri)
+    error = _unsupported(scheme)
+    if error is not None:
+        raise error
+    cls = SIGNER_FOR_URI_SCHEME.get(scheme)
+    if cls is None:
+        known = ", ".join(f"{s}://" for s in sorted(SIGNER_FOR_URI_SCHEME))
+        raise ConfigError(f"unknown signing key scheme '{scheme}://'; supported: {known} or a path")
+    cache_key = "signer:" + _canonical(uri, scheme)
+    cached = ctx.cache.get(cache_key)
+    if isinstance(cached, Signer):
+        return cached
+    with _LOAD_LOCK:
+        cached = ctx.cache.get(cache_key)
+        if isinstance(cached, Signer):
+            return cached
+        signer = cls.from_uri(uri, ctx)
+        ctx.cache[cache_key] = signer
+    log.debug("loaded signer %s (key id %s)", signer.uri, signer.key_id)
+    return signer
+
+
+def _signing_secrets_dir() -> str:
+    return os.environ.get("CHAINMAIL_SIGNING_SECRETS") or DEFAULT_SIGNING_SECRETS
+
+
+def signer_for(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context) -> Signer | None:
+    """The signer chains-config ``artifacts.<kind>.signer`` selects (None for ``none``).
+
+    ``x509``: ``ctx.key``, else keyless when ``signers.x509.fulcio.enabled`` (not in this
+    build), else the signing-secrets directory. ``kms``: ``ctx.key``, else
+    ``signers.kms.kmsref``.
+    """
+    mode = ctx.config.signer(kind)
+    if mode == "none":
+        return None
+    if ctx.key:
+        return load_signer(ctx.key, ctx)
+    if mode == "kms":
+        ref = ctx.config.get("signers.kms.kmsref").strip()
+        if not ref:
+            raise ConfigError(f"artifacts.{kind}.signer is kms but signers.kms.kmsref is empty",
+                              hint="set signers.kms.kmsref or pass --key")
+        return load_signer(ref, ctx)
+    if ctx.config.bool("signers.x509.fulcio.enabled"):
+        raise ConfigError(
+            "keyless signing (signers.x509.fulcio.enabled) is not supported by this build yet",
+            hint="set signers.x509.fulcio.enabled to false and provide a key (--key or signing-secrets)",
+        )
+    return load_signer(_signing_secrets_dir(), ctx)
+
+
+def sign_payloads(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
+    """The ``sign`` step: DSSE envelopes for wrapped payloads, raw signatures otherwise.
+
+    Payloads whose kind has signer ``none`` are left out (Chains does not sign them).
+    """
+    from chainmail.signing import dsse
+
+    out: list[SignedPayload] = []
+    signers: dict[str, Signer | None] = {}
+    for payload in payloads:
+        kind = payload.artifact.kind
+        if kind not in signers:
+            signers[kind] = signer_for(kind, ctx)
+        signer = signers[kind]
+        if signer is None:
+            log.info("not signing %s: artifacts.%s.signer is none", payload.artifact.full_key, kind)
+            continue
+        if payload.wrap:
+            signature = dsse.envelope(payload.payload_type, payload.body, signer)
+        else:
+            signature = signer.sign(payload.body)
+        out.append(SignedPayload(
+            payload=payload,
+            signature=signature,
+            key_id=signer.key_id,
+            public_key=signer.public_key_pem,
+            signer=signer.uri,
+            cert=signer.cert,
+            chain=signer.chain,
+        ))
+    return out
+
+
+def load_public_key(source: str, ctx: Context) -> str:
+    """Public key PEM from a ``.pub``/certificate file, PEM text, a key directory, a private key, or a Secret.
+
+    A directory or Secret gives ``x509.pem``'s key when present, else ``cosign.pub``, else
+    the key derived from ``cosign.key`` (which needs its password).
+    """
+    text = source.strip()
+    if not text:
+        raise KeyMaterialError("empty public key reference")
+    if text.startswith("-----BEGIN"):
+        from chainmail._internal.cosign_key import pem_label
+
+        if pem_label(text) in ("PUBLIC KEY", "CERTIFICATE"):
+            return public_key_pem(text, "public key PEM")
+        raise KeyMaterialError(f"expected a PUBLIC KEY or CERTIFICATE PEM, found '{pem_label(text)}'")
+    scheme = _scheme(text)
+    error = _unsupported(scheme)
+    if error is not None:
+        raise error
+    if scheme == "k8s":
+        return public_key_from_material(KeyMaterial.from_secret(text, ctx))
+    if scheme != "file":
+        raise ConfigError(f"unknown key scheme '{scheme}://'; supported: file://, k8s:// or a path")
+    path = file_path(text)
+    if path.is_dir():
+        return public_key_from_material(KeyMaterial.from_dir(path))
+    if not path.exists():
+        raise KeyMaterialError(f"public key {path} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read {path}: {exc.strerror}") from None
+    from chainmail._internal.cosign_key import pem_label
+
+    if pem_label(data) in ("PUBLIC KEY", "CERTIFICATE"):
+        return public_key_pem(data, str(path))
+    key, _ = load_file(path)
+    return public_key_pem(key.public_key())
