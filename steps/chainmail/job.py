@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from chainmail._internal import crashpoints
 from chainmail.context import Context
 from chainmail.errors import Error, InputError
 from chainmail.models import Payload, RunSnapshot, SignedPayload, StoredRef
@@ -64,6 +65,7 @@ def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, m
     session = StoreSession(ctx, snapshot)
     try:
         refs = store_all(signed, session)
+        crashpoints.reached("after-store")
     except Error as exc:
         if mark:
             annotations.flush(session, signed=False, reason=str(exc))
@@ -98,8 +100,11 @@ def sign_run(snapshot: RunSnapshot, ctx: Context, *, formats: list[str] | None =
         return result
     session_marked = False
     try:
+        crashpoints.reached("after-snapshot")
         result.payloads = make_payloads(snapshot, ctx, formats, provisional=provisional)
+        crashpoints.reached("after-format")
         result.signed = sign(result.payloads, ctx)
+        crashpoints.reached("after-sign")
         session_marked = True
         result.stored = store(result.signed, snapshot, ctx, mark=mark)
     except Error as exc:
