@@ -1,1 +1,916 @@
-"""Kubernetes API double: filled in by the cluster work."""
+"""A local Kubernetes API double for the endpoints chainmail uses.
+
+It follows the real API server where chainmail can tell the difference:
+
+- ``GET``/``LIST``/``PATCH``/``POST``/``PUT``/``DELETE`` of ``taskruns``, ``pipelineruns`` and
+  ``customruns`` under ``/apis/tekton.dev/v1/namespaces/{ns}/…`` (and cluster-wide lists under
+  ``/apis/tekton.dev/v1/{plural}``), and of core ``secrets``, ``configmaps`` and
+  ``serviceaccounts`` under ``/api/v1/…``;
+- lists honour ``labelSelector`` (``=``, ``==``, ``!=``, ``in``, ``notin``, ``key``, ``!key``) and
+  ``limit``/``continue`` paging; an unknown continue token is a 400;
+- ``PATCH`` accepts only ``application/merge-patch+json`` (RFC 7386: ``null`` deletes); a
+  ``metadata.resourceVersion`` (or ``uid``) in the patch is a precondition → 409 Conflict;
+  ``resourceVersion`` is a cluster-wide counter bumped on every write that changes the object;
+  annotations over 256 KiB are rejected with 422 like the real server;
+- ``POST`` of an existing name → 409 AlreadyExists; ``PUT`` of an immutable Secret's data → 422;
+- bearer-token auth (401 without or with an unknown token, 403 for rules added with
+  :meth:`KubeApiDouble.forbid`); with ``tls=True`` it serves HTTPS from its own CA and also
+  accepts client certificates signed by that CA (the user is the certificate's CN);
+- every error body is a real ``Status`` object.
+
+Fault injection for retry tests: :meth:`KubeApiDouble.fail_next` (answer the next N matching
+requests with a status), :meth:`KubeApiDouble.drop_next` (close the connection without an
+answer), :attr:`KubeApiDouble.delay` (seconds before each answer) and :attr:`KubeApiDouble.hooks`
+(callables run before each request is handled, e.g. to delete a run mid-sweep).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+TEKTON = "tekton.dev/v1"
+CORE = "v1"
+KINDS = {
+    "taskruns": ("TaskRun", TEKTON),
+    "pipelineruns": ("PipelineRun", TEKTON),
+    "customruns": ("CustomRun", TEKTON),
+    "secrets": ("Secret", CORE),
+    "configmaps": ("ConfigMap", CORE),
+    "serviceaccounts": ("ServiceAccount", CORE),
+}
+PLURALS = {kind: plural for plural, (kind, _) in KINDS.items()}
+MAX_ANNOTATIONS = 256 * 1024
+
+Key = tuple[str, str, str]  # (plural, namespace, name)
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+            410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+            503: "ServiceUnavailable", 504: "Timeout"}
+
+
+def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A ``meta/v1 Status`` as the API server writes it."""
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success" if code < 300 else "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+# ------------------------------------------------------------------ label selectors
+
+_TERM = re.compile(r"^\s*(!?)\s*([A-Za-z0-9._/-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+
+
+def _split_selector(text: str) -> list[str]:
+    terms, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            terms.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        terms.append(cur)
+    return terms
+
+
+def parse_selector(text: str) -> Callable[[dict[str, str]], bool]:
+    """Compile a label selector; raises ValueError on bad syntax (the server's 400)."""
+    checks: list[Callable[[dict[str, str]], bool]] = []
+    for term in _split_selector(text or ""):
+        m = _TERM.match(term)
+        if not m:
+            raise ValueError(f"unable to parse requirement: {term.strip()!r}")
+        neg, key, op, value, setop, values = m.groups()
+        if neg and (op or setop):
+            raise ValueError(f"unable to parse requirement: {term.strip()!r}")
+        if neg:
+            checks.append(lambda labels, k=key: k not in labels)
+        elif op in ("=", "=="):
+            checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif op == "!=":
+            checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
+        elif setop:
+            options = {v.strip() for v in values.split(",") if v.strip()}
+            if setop == "in":
+                checks.append(lambda labels, k=key, o=options: labels.get(k) in o)
+            else:
+                checks.append(lambda labels, k=key, o=options: labels.get(k) not in o)
+        else:
+            checks.append(lambda labels, k=key: k in labels)
+    return lambda labels: all(check(labels) for check in checks)
+
+
+# ------------------------------------------------------------------ the server
+
+
+@dataclass
+class LoggedRequest:
+    """One request as the double saw it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    user: str
+    body: Any = None
+
+    @property
+    def key(self) -> Key | None:
+        """(plural, namespace, name) for requests on one object."""
+        route = _route(self.path)
+        if route and route[2] and route[3]:
+            return route[1], route[2], route[3]
+        return None
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    status: int | None
+    method: str | None
+    path_contains: str | None
+    retry_after: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path_contains is None or self.path_contains in path
+        )
+
+
+@dataclass
+class _HandledError(Exception):
+    code: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+_ROUTES = (
+    re.compile(r"^/apis/(tekton\.dev/v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?/?$"),
+    re.compile(r"^/apis/(tekton\.dev/v1)/([^/]+)/?$"),
+    re.compile(r"^/api/(v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?/?$"),
+    re.compile(r"^/api/(v1)/([^/]+)/?$"),
+)
+
+
+def _route(path: str) -> tuple[str, str, str | None, str | None] | None:
+    """(group, plural, namespace, name) of an API path."""
+    for i, rx in enumerate(_ROUTES):
+        m = rx.match(path)
+        if not m:
+            continue
+        if i in (0, 2):
+            group, ns, plural, name = m.groups()
+            return group, plural, ns, name
+        group, plural = m.groups()
+        return group, plural, None, None
+    return None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeApiDouble:
+    """The API server double; see the module docstring."""
+
+    def __init__(self, *, token: str = "chainmail-test-token", tls: bool = False) -> None:
+        self.token = token
+        #: bearer token → user name.
+        self.tokens: dict[str, str] = {token: "system:serviceaccount:default:chainmail"}
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.request_log: list[LoggedRequest] = []
+        #: Keep request bodies in :attr:`request_log` (PATCH/POST/PUT).
+        self.log_bodies = True
+        self.delay = 0.0
+        #: Called with (method, path, query) before each request is handled.
+        self.hooks: list[Callable[[str, str, dict[str, str]], None]] = []
+        self.lock = threading.RLock()
+        self._rv = 100
+        self._faults: list[_Fault] = []
+        self._drops: list[_Fault] = []
+        self._forbidden: list[tuple[str | None, str | None, str | None]] = []
+        self.tls = tls
+        self.pki: dict[str, bytes] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._tmp: Path | None = None
+        self._conns: set[Any] = set()
+
+    # -------------------------------------------------------------- lifecycle
+
+    def start(self) -> KubeApiDouble:
+        handler = type("Handler", (_Handler,), {"api": self})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        if self.tls:
+            self.pki = _make_pki()
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tmp = Path(_tempdir())
+            self._tmp = tmp
+            (tmp / "server.pem").write_bytes(self.pki["server_cert"] + self.pki["server_key"])
+            (tmp / "ca.pem").write_bytes(self.pki["ca_cert"])
+            ctx.load_cert_chain(tmp / "server.pem")
+            ctx.load_verify_locations(tmp / "ca.pem")
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="kube-api-double",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection (clients then see a refused connection)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with self.lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            try:
+                conn.shutdown(2)
+            except OSError:
+                pass
+        if self._tmp is not None:
+            import shutil
+
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "the double is not running"
+        host, port = self._server.server_address[:2]
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    # -------------------------------------------------------------- objects
+
+    def next_rv(self) -> str:
+        with self.lock:
+            self._rv += 1
+            return str(self._rv)
+
+    def add(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store an object (kind decides the plural); fills uid, namespace, resourceVersion, timestamps."""
+        kind = obj.get("kind")
+        if kind not in PLURALS:
+            raise ValueError(f"the double does not serve kind {kind!r}")
+        plural = PLURALS[kind]
+        obj = copy.deepcopy(obj)
+        obj.setdefault("apiVersion", KINDS[plural][1])
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("namespace", "default")
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _now())
+        meta["resourceVersion"] = self.next_rv()
+        with self.lock:
+            self.objects[(plural, meta["namespace"], meta["name"])] = obj
+        return copy.deepcopy(obj)
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A copy of a stored object, or None."""
+        with self.lock:
+            obj = self.objects.get((plural, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def delete(self, plural: str, namespace: str, name: str) -> bool:
+        with self.lock:
+            return self.objects.pop((plural, namespace, name), None) is not None
+
+    def annotations(self, plural: str, namespace: str, name: str) -> dict[str, str]:
+        obj = self.get(plural, namespace, name) or {}
+        return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+    def writes(self, plural: str | None = None, *, method: str = "PATCH") -> list[LoggedRequest]:
+        """Successful writes (default PATCH), optionally for one plural."""
+        return [r for r in list(self.request_log)
+                if r.method == method and r.status < 300 and (plural is None or (r.key and r.key[0] == plural))]
+
+    # -------------------------------------------------------------- auth and faults
+
+    def forbid(self, verb: str | None = None, plural: str | None = None, *, token: str | None = None) -> None:
+        """Answer 403 to ``verb`` on ``plural`` (None = any) for ``token`` (None = any user)."""
+        self._forbidden.append((verb, plural, token))
+
+    def fail_next(self, n: int = 1, status: int = 500, *, method: str | None = None,
+                  path_contains: str | None = None, retry_after: float | None = None) -> None:
+        """Answer the next ``n`` matching requests with ``status`` (a Status body)."""
+        with self.lock:
+            self._faults.append(_Fault(n, status, method, path_contains,
+                                       None if retry_after is None else str(retry_after)))
+
+    def drop_next(self, n: int = 1, *, method: str | None = None, path_contains: str | None = None) -> None:
+        """Close the connection without answering the next ``n`` matching requests."""
+        with self.lock:
+            self._drops.append(_Fault(n, None, method, path_contains))
+
+    def _take(self, faults: list[_Fault], method: str, path: str) -> _Fault | None:
+        with self.lock:
+            for fault in faults:
+                if fault.remaining > 0 and fault.matches(method, path):
+                    fault.remaining -= 1
+                    return fault
+        return None
+
+    # -------------------------------------------------------------- kubeconfig
+
+    def kubeconfig(self, tmp_path: Path, *, namespace: str = "default", token: str | None = None,
+                   client_cert: bool = False, name: str = "kubeconfig") -> Path:
+        """Write a kubeconfig pointing at the double (token auth, or the TLS client certificate)."""
+        import yaml
+
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls:
+            cluster["certificate-authority-data"] = base64.b64encode(self.pki["ca_cert"]).decode()
+        user: dict[str, Any] = {}
+        if client_cert:
+            assert self.tls, "client certificates need tls=True"
+            user["client-certificate-data"] = base64.b64encode(self.pki["client_cert"]).decode()
+            user["client-key-data"] = base64.b64encode(self.pki["client_key"]).decode()
+        else:
+            user["token"] = token or self.token
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "double", "cluster": cluster}],
+            "users": [{"name": "double-user", "user": user}],
+            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "double-user",
+                                                        "namespace": namespace}}],
+            "current-context": "double",
+            "preferences": {},
+        }
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    # -------------------------------------------------------------- request handling
+
+    def handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes,
+               peer_cn: str | None) -> tuple[int, dict[str, Any], dict[str, str], str]:
+        """Answer one request: (status, JSON body, extra headers, user)."""
+        user = "-"
+        try:
+            for hook in list(self.hooks):
+                hook(method, path, query)
+            if self.delay:
+                time.sleep(self.delay)
+            fault = self._take(self._faults, method, path)
+            if fault is not None:
+                extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                code = int(fault.status or 500)
+                return code, status_body(code, _REASONS.get(code, "InternalError" if code >= 500 else "BadRequest"),
+                                         f"injected fault (HTTP {code})"), extra, user
+            user = self._authenticate(headers, peer_cn)
+            code, doc = self._dispatch(method, path, query, headers, body, user)
+            return code, doc, {}, user
+        except _HandledError as exc:
+            return exc.code, exc.body, exc.headers, user
+
+    def _dispatch(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes,
+                  user: str) -> tuple[int, dict[str, Any]]:
+        route = _route(path)
+        if route is None or route[1] not in KINDS or KINDS[route[1]][1] != route[0]:
+            raise _HandledError(404, status_body(404, "NotFound", "the server could not find the requested resource",
+                                            {}))
+        _, plural, ns, name = route
+        verb = {"GET": "get" if name else "list", "PATCH": "patch", "POST": "create", "PUT": "update",
+                "DELETE": "delete"}.get(method)
+        if verb is None or (name is None and method not in ("GET", "POST")) or (name and method == "POST"):
+            raise _HandledError(405, status_body(405, "MethodNotAllowed",
+                                            "the server does not allow this method on the requested resource"))
+        self._authorize(user, headers, verb, plural, ns, name)
+        payload: Any = None
+        if body:
+            try:
+                payload = json.loads(body)
+            except ValueError as exc:
+                raise _HandledError(400, status_body(400, "BadRequest", f"error decoding body: {exc}")) from None
+        if verb == "get":
+            return 200, self._get(plural, ns, name)  # type: ignore[arg-type]
+        if verb == "list":
+            return 200, self._list(plural, ns, query)
+        if verb == "patch":
+            ctype = (headers.get("Content-Type") or "").split(";")[0].strip()
+            if ctype != "application/merge-patch+json":
+                raise _HandledError(415, status_body(415, "UnsupportedMediaType",
+                                                "the body of the request was in an unknown format - accepted "
+                                                "media types include: application/merge-patch+json"))
+            return 200, self._patch(plural, ns, name, payload)  # type: ignore[arg-type]
+        if verb == "create":
+            return 201, self._create(plural, ns, payload)  # type: ignore[arg-type]
+        if verb == "update":
+            return 200, self._update(plural, ns, name, payload)  # type: ignore[arg-type]
+        return 200, self._delete(plural, ns, name)  # type: ignore[arg-type]
+
+    def _authenticate(self, headers: Any, peer_cn: str | None) -> str:
+        auth = headers.get("Authorization") or ""
+        if auth.startswith("Bearer "):
+            user = self.tokens.get(auth[7:].strip())
+            if user:
+                return user
+        elif not auth and peer_cn:
+            return peer_cn
+        raise _HandledError(401, status_body(401, "Unauthorized", "Unauthorized"))
+
+    def _authorize(self, user: str, headers: Any, verb: str, plural: str, ns: str | None, name: str | None) -> None:
+        auth = headers.get("Authorization") or ""
+        token = auth[7:].strip() if auth.startswith("Bearer ") else None
+        for f_verb, f_plural, f_token in self._forbidden:
+            if (f_verb in (None, verb)) and (f_plural in (None, plural)) and (f_token in (None, token)):
+                group = KINDS[plural][1]
+                res = f"{plural}.tekton.dev" if group == TEKTON else plural
+                api_group = "tekton.dev" if group == TEKTON else ""
+                where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
+                subject = f'{res} "{name}" is forbidden' if name else f"{res} is forbidden"
+                raise _HandledError(403, status_body(
+                    403, "Forbidden",
+                    f'{subject}: User "{user}" cannot {verb} resource "{plural}" in API group "{api_group}"{where}',
+                    {"name": name or "", "group": api_group, "kind": plural}))
+
+    def _qualified(self, plural: str) -> str:
+        return f"{plural}.tekton.dev" if KINDS[plural][1] == TEKTON else plural
+
+    def _not_found(self, plural: str, name: str) -> _HandledError:
+        group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
+        return _HandledError(404, status_body(404, "NotFound", f'{self._qualified(plural)} "{name}" not found',
+                                         {"name": name, "group": group, "kind": plural}))
+
+    def _conflict(self, plural: str, name: str) -> _HandledError:
+        group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
+        return _HandledError(409, status_body(
+            409, "Conflict",
+            f'Operation cannot be fulfilled on {self._qualified(plural)} "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            {"name": name, "group": group, "kind": plural}))
+
+    def _get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
+        with self.lock:
+            obj = self.objects.get((plural, ns, name))
+            if obj is None:
+                raise self._not_found(plural, name)
+            return copy.deepcopy(obj)
+
+    def _list(self, plural: str, ns: str | None, query: dict[str, str]) -> dict[str, Any]:
+        try:
+            match = parse_selector(query.get("labelSelector", ""))
+        except ValueError as exc:
+            raise _HandledError(400, status_body(400, "BadRequest", f"unable to parse requirement: {exc}")) from None
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError:
+            raise _HandledError(400, status_body(400, "BadRequest", "limit must be an integer")) from None
+        start: list[str] | None = None
+        if query.get("continue"):
+            try:
+                start = json.loads(base64.urlsafe_b64decode(query["continue"]))["start"]
+            except (ValueError, KeyError, TypeError):
+                raise _HandledError(400, status_body(400, "BadRequest", "continue key is not valid")) from None
+        kind, group = KINDS[plural]
+        with self.lock:
+            keys = sorted(k for k in self.objects if k[0] == plural and (ns is None or k[1] == ns))
+            if start is not None:
+                keys = [k for k in keys if [k[1], k[2]] > start]
+            items: list[dict[str, Any]] = []
+            token = ""
+            remaining = 0
+            for i, key in enumerate(keys):
+                obj = self.objects[key]
+                if not match((obj.get("metadata") or {}).get("labels") or {}):
+                    continue
+                if limit and len(items) == limit:
+                    token = base64.urlsafe_b64encode(json.dumps({"start": [items[-1]["metadata"]["namespace"],
+                                                                          items[-1]["metadata"]["name"]]}).encode()
+                                                     ).decode()
+                    remaining = sum(1 for k in keys[i:]
+                                    if match((self.objects[k].get("metadata") or {}).get("labels") or {}))
+                    break
+                item = copy.deepcopy(obj)
+                if group == CORE:  # typed core lists leave out each item's apiVersion/kind
+                    item.pop("apiVersion", None)
+                    item.pop("kind", None)
+                items.append(item)
+            meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
+            if token:
+                meta["continue"] = token
+                meta["remainingItemCount"] = remaining
+        return {"apiVersion": group, "kind": f"{kind}List", "metadata": meta, "items": items}
+
+    def _validate(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        for field_name in ("annotations", "labels"):
+            values = meta.get(field_name) or {}
+            if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+                raise _HandledError(400, status_body(400, "BadRequest",
+                                                f"metadata.{field_name}: values must be strings"))
+        size = sum(len(k) + len(v) for k, v in (meta.get("annotations") or {}).items())
+        if size > MAX_ANNOTATIONS:
+            raise _HandledError(422, status_body(
+                422, "Invalid",
+                f"{obj.get('kind')} \"{meta.get('name')}\" is invalid: metadata.annotations: Too long: "
+                f"must have at most {MAX_ANNOTATIONS} bytes"))
+
+    def _patch(self, plural: str, ns: str, name: str, patch: Any) -> dict[str, Any]:
+        if not isinstance(patch, dict):
+            raise _HandledError(400, status_body(400, "BadRequest", "a merge patch must be a JSON object"))
+        with self.lock:
+            obj = self.objects.get((plural, ns, name))
+            if obj is None:
+                raise self._not_found(plural, name)
+            pmeta = patch.get("metadata") or {}
+            want_rv = pmeta.get("resourceVersion")
+            if want_rv is not None and str(want_rv) != obj["metadata"]["resourceVersion"]:
+                raise self._conflict(plural, name)
+            want_uid = pmeta.get("uid")
+            if want_uid is not None and want_uid != obj["metadata"].get("uid"):
+                raise _HandledError(409, status_body(
+                    409, "Conflict",
+                    f"Precondition failed: UID in precondition: {want_uid}, UID in object meta: "
+                    f"{obj['metadata'].get('uid')}"))
+            if isinstance(patch.get("metadata"), dict):
+                patch = dict(patch)
+                patch["metadata"] = {k: v for k, v in patch["metadata"].items()
+                                     if k not in ("resourceVersion", "uid", "name", "namespace",
+                                                  "creationTimestamp")}
+            updated = merge_patch(obj, patch)
+            updated["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            self._validate(updated)
+            if updated != obj:
+                updated["metadata"]["resourceVersion"] = self.next_rv()
+                self.objects[(plural, ns, name)] = updated
+            return copy.deepcopy(updated)
+
+    def _create(self, plural: str, ns: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not (body.get("metadata") or {}).get("name"):
+            raise _HandledError(422, status_body(422, "Invalid", "metadata.name: Required value"))
+        name = body["metadata"]["name"]
+        with self.lock:
+            if (plural, ns, name) in self.objects:
+                group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
+                raise _HandledError(409, status_body(409, "AlreadyExists",
+                                                f'{self._qualified(plural)} "{name}" already exists',
+                                                {"name": name, "group": group, "kind": plural}))
+            obj = self._normalise(plural, ns, body)
+            self._validate(obj)
+            obj["metadata"]["uid"] = str(uuid.uuid4())
+            obj["metadata"]["creationTimestamp"] = _now()
+            obj["metadata"]["resourceVersion"] = self.next_rv()
+            self.objects[(plural, ns, name)] = obj
+            return copy.deepcopy(obj)
+
+    def _update(self, plural: str, ns: str, name: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or (body.get("metadata") or {}).get("name") != name:
+            raise _HandledError(400, status_body(400, "BadRequest", "the name of the object does not match the URL"))
+        with self.lock:
+            old = self.objects.get((plural, ns, name))
+            if old is None:
+                raise self._not_found(plural, name)
+            want_rv = (body.get("metadata") or {}).get("resourceVersion")
+            if want_rv and str(want_rv) != old["metadata"]["resourceVersion"]:
+                raise self._conflict(plural, name)
+            obj = self._normalise(plural, ns, body)
+            if plural in ("secrets", "configmaps") and old.get("immutable") and (
+                    obj.get("data") != old.get("data") or not obj.get("immutable")):
+                raise _HandledError(422, status_body(
+                    422, "Invalid",
+                    f'{KINDS[plural][0]} "{name}" is invalid: data: Forbidden: field is immutable when '
+                    "`immutable` is set"))
+            self._validate(obj)
+            for k in ("uid", "creationTimestamp"):
+                obj["metadata"][k] = old["metadata"].get(k)
+            obj["metadata"]["resourceVersion"] = self.next_rv()
+            self.objects[(plural, ns, name)] = obj
+            return copy.deepcopy(obj)
+
+    def _delete(self, plural: str, ns: str, name: str) -> dict[str, Any]:
+        with self.lock:
+            if self.objects.pop((plural, ns, name), None) is None:
+                raise self._not_found(plural, name)
+        group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
+        return status_body(200, "", "", {"name": name, "group": group, "kind": plural})
+
+    def _normalise(self, plural: str, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(body)
+        kind, group = KINDS[plural]
+        obj["apiVersion"], obj["kind"] = group, kind
+        obj.setdefault("metadata", {})["namespace"] = ns
+        if plural == "secrets" and obj.get("stringData"):
+            data = dict(obj.get("data") or {})
+            data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in obj.pop("stringData").items()})
+            obj["data"] = data
+        return obj
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: KubeApiDouble
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body are two writes; with Nagle on, delayed ACKs stall every keep-alive
+        # response by ~40 ms (Go's API server has no such stall).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.api.lock:
+            self.api._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.api.lock:
+            self.api._conns.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def _serve(self) -> None:
+        api = self.api
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if api._take(api._drops, self.command, parts.path) is not None:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
+            return
+        peer_cn = None
+        if api.tls:
+            cert = self.connection.getpeercert()  # type: ignore[attr-defined]
+            if cert:
+                for rdn in cert.get("subject", ()):
+                    for k, v in rdn:
+                        if k == "commonName":
+                            peer_cn = v
+        code, doc, extra, user = api.handle(self.command, parts.path, query, self.headers, body, peer_cn)
+        logged_body = None
+        if api.log_bodies and body:
+            try:
+                logged_body = json.loads(body)
+            except ValueError:
+                logged_body = body
+        with api.lock:
+            api.request_log.append(LoggedRequest(self.command, parts.path, query, code, user, logged_body))
+        data = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PATCH = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815 - http.server's names
+
+
+# ------------------------------------------------------------------ TLS material
+
+
+def _tempdir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="kube-double-")
+
+
+def _make_pki() -> dict[str, bytes]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (CN chainmail-client)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("kube-double-ca")).issuer_name(name("kube-double-ca"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+
+    def leaf(cn: str, server: bool) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                         else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                             x509.DNSName("localhost")]), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
+
+    server_cert, server_key = leaf("127.0.0.1", True)
+    client_cert, client_key = leaf("chainmail-client", False)
+    return {
+        "ca_cert": ca.public_bytes(serialization.Encoding.PEM),
+        "server_cert": server_cert,
+        "server_key": server_key,
+        "client_cert": client_cert,
+        "client_key": client_key,
+    }
+
+
+# ------------------------------------------------------------------ run builders
+
+
+def image_digest(seed: str) -> str:
+    """A deterministic ``sha256:<hex>`` for test images."""
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def completed_taskrun(name: str, namespace: str = "default", *, image: str | None = None,
+                      digest: str | None = None, succeeded: bool = True, annotations: dict[str, str] | None = None,
+                      labels: dict[str, str] | None = None, uid: str | None = None,
+                      finished: str = "2026-11-23T08:00:10Z") -> dict[str, Any]:
+    """A finished v1 TaskRun shaped like the ones Tekton writes, with IMAGE_URL/IMAGE_DIGEST results."""
+    image = image if image is not None else f"registry.example/{namespace}/{name}"
+    digest = digest or image_digest(f"{namespace}/{name}")
+    results_spec = [{"name": "IMAGE_URL", "type": "string"}, {"name": "IMAGE_DIGEST", "type": "string"}]
+    task_spec = {
+        "params": [{"name": "IMAGE", "type": "string"}],
+        "results": results_spec,
+        "steps": [{"image": "busybox", "name": "build", "script": "echo build"}],
+    }
+    status = "True" if succeeded else "False"
+    reason = "Succeeded" if succeeded else "Failed"
+    run: dict[str, Any] = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "TaskRun",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid or str(uuid.uuid5(uuid.NAMESPACE_URL, f"taskrun/{namespace}/{name}")),
+            "labels": {"app.kubernetes.io/managed-by": "tekton-pipelines", **(labels or {})},
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {
+            "params": [{"name": "IMAGE", "value": image}],
+            "serviceAccountName": "default",
+            "taskSpec": copy.deepcopy(task_spec),
+            "timeout": "1h0m0s",
+        },
+        "status": {
+            "completionTime": finished,
+            "conditions": [{"lastTransitionTime": finished, "reason": reason, "status": status,
+                            "type": "Succeeded"}],
+            "podName": f"{name}-pod",
+            "provenance": {"featureFlags": {"EnableAPIFields": "beta", "ResultExtractionMethod": "termination-message"}},
+            "results": [] if not image else [
+                {"name": "IMAGE_URL", "type": "string", "value": image},
+                {"name": "IMAGE_DIGEST", "type": "string", "value": digest},
+            ],
+            "startTime": "2026-11-23T08:00:00Z",
+            "steps": [{
+                "container": "step-build",
+                "imageID": "docker.io/library/busybox@sha256:"
+                           "2919d0172f7524b2d8df9e50066a682669e6d170ac0f6a49676d54358fe970b5",
+                "name": "build",
+                "terminated": {"exitCode": 0 if succeeded else 1, "finishedAt": finished,
+                               "reason": "Completed" if succeeded else "Error",
+                               "startedAt": "2026-11-23T08:00:01Z"},
+            }],
+            "taskSpec": task_spec,
+        },
+    }
+    return run
+
+
+def running_taskrun(name: str, namespace: str = "default", **kwargs: Any) -> dict[str, Any]:
+    """A TaskRun still running (condition Unknown, no completionTime)."""
+    run = completed_taskrun(name, namespace, **kwargs)
+    run["status"].pop("completionTime", None)
+    run["status"]["results"] = []
+    run["status"]["conditions"] = [{"type": "Succeeded", "status": "Unknown", "reason": "Running",
+                                    "lastTransitionTime": "2026-11-23T08:00:00Z"}]
+    return run
+
+
+def pipelinerun_with_children(name: str, namespace: str = "default", *, tasks: tuple[str, ...] = ("build",),
+                              finished: bool = True, uid: str | None = None,
+                              finally_tasks: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A PipelineRun and its child TaskRuns, labelled as Tekton labels them (children completed)."""
+    uid = uid or str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipelinerun/{namespace}/{name}"))
+    children = []
+    refs = []
+    for member, names in (("tasks", tasks), ("finally", finally_tasks)):
+        for task in names:
+            child_name = f"{name}-{task}"
+            labels = {"tekton.dev/pipeline": name, "tekton.dev/pipelineRun": name,
+                      "tekton.dev/pipelineRunUID": uid, "tekton.dev/pipelineTask": task,
+                      "tekton.dev/memberOf": member}
+            child = completed_taskrun(child_name, namespace, labels=labels)
+            child["metadata"]["ownerReferences"] = [{"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+                                                     "name": name, "uid": uid, "controller": True,
+                                                     "blockOwnerDeletion": True}]
+            children.append(child)
+            refs.append({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": child_name,
+                         "pipelineTaskName": task})
+    cond = ({"type": "Succeeded", "status": "True", "reason": "Succeeded",
+             "lastTransitionTime": "2026-11-23T08:00:20Z"} if finished else
+            {"type": "Succeeded", "status": "Unknown", "reason": "Running",
+             "lastTransitionTime": "2026-11-23T08:00:00Z"})
+    status: dict[str, Any] = {
+        "conditions": [cond],
+        "startTime": "2026-11-23T08:00:00Z",
+        "childReferences": refs,
+        "pipelineSpec": {"tasks": [{"name": t, "taskRef": {"name": t}} for t in tasks],
+                         **({"finally": [{"name": t, "taskRef": {"name": t}} for t in finally_tasks]}
+                            if finally_tasks else {})},
+        "provenance": {"featureFlags": {"EnableAPIFields": "beta"}},
+    }
+    if finished:
+        status["completionTime"] = "2026-11-23T08:00:20Z"
+        status["results"] = []
+    pr = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid,
+                     "labels": {"tekton.dev/pipeline": name}, "annotations": {}},
+        "spec": {"pipelineRef": {"name": name}, "taskRunTemplate": {"serviceAccountName": "default"}},
+        "status": status,
+    }
+    return pr, children
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def kube_api() -> Iterator[KubeApiDouble]:
+    """A fresh API double on 127.0.0.1 (plain HTTP, bearer token ``kube_api.token``)."""
+    api = KubeApiDouble().start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def kube_api_tls() -> Iterator[KubeApiDouble]:
+    """The API double over HTTPS with its own CA; also accepts the client certificate in ``pki``."""
+    api = KubeApiDouble(tls=True).start()
+    try:
+        yield api
+    finally:
+        api.stop()
