@@ -58,13 +58,17 @@ def sign(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
     return sign_payloads(payloads, ctx)
 
 
-def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, mark: bool = True) -> list[StoredRef]:
-    """The ``store`` step: every backend, then one annotation patch per run (with ``signed``)."""
+def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, mark: bool = True,
+          check: bool = False) -> list[StoredRef]:
+    """The ``store`` step: every backend, then one annotation patch per run (with ``signed``).
+
+    ``check`` verifies each signature first: set it when ``signed`` was read from a file.
+    """
     from chainmail import annotations
 
     session = StoreSession(ctx, snapshot)
     try:
-        refs = store_all(signed, session)
+        refs = store_all(signed, session, check=check)
         crashpoints.reached("after-store")
     except Error as exc:
         if mark:

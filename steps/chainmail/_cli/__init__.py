@@ -6,8 +6,11 @@ the command body, so ``chainmail --help`` stays fast.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -28,6 +31,35 @@ sweep.register(app)
 app.add_typer(catalog.app, name="catalog")
 report.register(app)
 demo.register(app)
+
+
+def _exit_on_error(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command so a chainmail error becomes one stderr line and its exit code."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from chainmail.errors import Error
+
+        try:
+            return callback(*args, **kwargs)
+        except Error as exc:
+            typer.echo(f"Error: {exc.diagnostics()}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _map_errors(group: typer.Typer) -> None:
+    """Apply :func:`_exit_on_error` to every command, including sub-groups' (CliRunner sees it too)."""
+    for info in group.registered_commands:
+        if info.callback is not None:
+            info.callback = _exit_on_error(info.callback)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _map_errors(sub.typer_instance)
+
+
+_map_errors(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
                            file_store=file_store)
         signed = ws.read_signed()
         snap = ws.read_snapshot()
-        refs = store(signed, snap, ctx)
+        refs = store(signed, snap, ctx, check=True)
         path = ws.write_stored(refs)
         _write_results(results_dir, {"SIGNED": "true", "STORED": str(len(refs))})
         typer.echo(f"{len(refs)} reference(s) written to {path}", err=True)

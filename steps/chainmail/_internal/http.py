@@ -2,7 +2,7 @@
 
 Every network call (Kubernetes API, registry, Rekor, Fulcio, KMS) goes through
 :func:`request`. Transient failures -- connection refused/reset, timeouts, 429 (honouring
-``Retry-After``) and 5xx -- are retried with exponential backoff and full jitter until the
+``Retry-After``) and 5xx -- are retried (TLS certificate errors are not) with exponential backoff and full jitter until the
 policy's deadline; anything else is returned to the caller at once, who maps 401/403/404
 to a typed error. ``requests`` is imported lazily: it costs ~0.1 s.
 """
@@ -102,6 +102,8 @@ def request(method: str, url: str, *, policy: RetryPolicy | None = None, **kwarg
         wait: float | None = None
         try:
             resp = session().request(method, url, **kwargs)
+        except requests.exceptions.SSLError:
+            raise  # a bad certificate does not heal by waiting: fail fast
         except (requests.ConnectionError, requests.Timeout) as exc:
             problem: str = f"{method} {url}: {type(exc).__name__}"
             resp = None

@@ -119,7 +119,28 @@ def create_payloads(
     PipelineRun whose child TaskRuns are missing from the snapshot under deep inspection.
     """
     with warnings_once():
-        return _create(snapshot, config, formats, provisional)
+        return _create(_as_chains_sees_it(snapshot), config, formats, provisional)
+
+
+#: Annotations chainmail itself writes on runs (claims, failure reasons, provisional marks).
+OWN_ANNOTATION_PREFIX = "chainmail.dev/"
+
+
+def _without_own_annotations(obj: dict[str, Any]) -> dict[str, Any]:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if not any(k.startswith(OWN_ANNOTATION_PREFIX) for k in annotations):
+        return obj
+    kept = {k: v for k, v in annotations.items() if not k.startswith(OWN_ANNOTATION_PREFIX)}
+    return {**obj, "metadata": {**obj["metadata"], "annotations": kept}}
+
+
+def _as_chains_sees_it(snapshot: RunSnapshot) -> RunSnapshot:
+    """Drop chainmail's own bookkeeping annotations, so provenance equals what Chains would emit."""
+    run = _without_own_annotations(snapshot.run)
+    children = [_without_own_annotations(t) for t in snapshot.task_runs]
+    if run is snapshot.run and all(a is b for a, b in zip(children, snapshot.task_runs, strict=True)):
+        return snapshot
+    return RunSnapshot(run, children, snapshot.source)
 
 
 def _create(

@@ -96,14 +96,16 @@ def check_signatures(signed: Iterable[SignedPayload]) -> None:
             raise WorkspaceError(f"signature for {key} does not verify over its payload ({exc})") from None
 
 
-def store_all(signed: list[SignedPayload], session: StoreSession) -> list[StoredRef]:
+def store_all(signed: list[SignedPayload], session: StoreSession, *, check: bool = False) -> list[StoredRef]:
     """Send every payload to its backends; keep going on failure and raise one error at the end.
 
-    Signatures are checked first, so nothing is written for a tampered input. Returns the
-    references written. On failure, raises :class:`StorageError` whose message lists every
-    failed backend; ``error.stored`` holds what did succeed.
+    With ``check`` (input read from a workspace file), signatures are verified first, so
+    nothing is written for a tampered input. Returns the references written. On failure,
+    raises :class:`StorageError` whose message lists every failed backend; ``error.stored``
+    holds what did succeed.
     """
-    check_signatures(signed)
+    if check:
+        check_signatures(signed)
     groups = backend_names(signed, session.ctx)
     registry = _backends()
     refs: list[StoredRef] = []

@@ -77,8 +77,8 @@ def test_generate_refuses_to_overwrite(runner: CliRunner, tmp_path: Path) -> Non
     assert runner.invoke(app, ["keys", "generate", str(tmp_path)]).exit_code == 0
     before = (tmp_path / "cosign.key").read_bytes()
     result = runner.invoke(app, ["keys", "generate", str(tmp_path)])
-    assert isinstance(result.exception, InputError)
-    assert "refusing to overwrite" in str(result.exception)
+    assert result.exit_code == InputError.exit_code
+    assert "refusing to overwrite" in result.stderr
     assert (tmp_path / "cosign.key").read_bytes() == before
     forced = runner.invoke(app, ["keys", "generate", str(tmp_path), "--force"])
     assert forced.exit_code == 0
@@ -105,7 +105,7 @@ def test_generate_password_from_stdin(runner: CliRunner, tmp_path: Path) -> None
 
 def test_generate_missing_password_file(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["keys", "generate", str(tmp_path), "--password-file", str(tmp_path / "no")])
-    assert isinstance(result.exception, InputError)
+    assert result.exit_code == InputError.exit_code
     assert not (tmp_path / "cosign.key").exists()
 
 
@@ -129,7 +129,7 @@ def test_generate_to_secret(runner: CliRunner, tmp_path: Path, monkeypatch) -> N
     assert load_signer("k8s://tekton-chains/signing-secrets", ctx).public_key_pem == data["cosign.pub"].decode()
     (tmp_path / "cosign.pub").unlink()
     again = runner.invoke(app, ["keys", "generate", "k8s://tekton-chains/signing-secrets"])
-    assert isinstance(again.exception, InputError) and "already exists" in str(again.exception)
+    assert again.exit_code == InputError.exit_code and "already exists" in again.stderr
 
 
 def test_write_keypair_to_secret_force(ctx: Context, fake_kube: FakeKube) -> None:
@@ -171,8 +171,8 @@ def test_cli_import_stays_light() -> None:
 def test_generate_refuses_to_leave_a_stale_password_file(runner: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "cosign.password").write_text("old")
     result = runner.invoke(app, ["keys", "generate", str(tmp_path), "--force"])
-    assert isinstance(result.exception, InputError)
-    assert "would not match the new key" in str(result.exception)
+    assert result.exit_code == InputError.exit_code
+    assert "would not match the new key" in result.stderr
     ok = runner.invoke(app, ["keys", "generate", str(tmp_path), "--force", "--write-password"])
     assert ok.exit_code == 0
     assert (tmp_path / "cosign.password").read_text() == ""

@@ -1,0 +1,615 @@
+"""A lean OCI distribution client: manifests, blobs, referrers and auth, nothing else.
+
+Example::
+
+    client = RegistryClient(docker_config=Path("~/.docker").expanduser())
+    digest, media_type, size = client.head_manifest("ghcr.io/acme/app:v1")
+    raw, media_type, digest = client.get_manifest(f"ghcr.io/acme/app@{digest}")
+
+Why not oras-py: importing ``oras.provider`` costs about 0.4 s, its ``upload_manifest``
+re-serialises the JSON (so the stored digest is not the digest of our bytes) and forces the
+OCI manifest media type, it has no referrers API and its default token backend breaks on a
+``Basic`` challenge. Signing 100 runs is dominated by small registry round trips, so this
+client sends exact bytes over :func:`chainmail._internal.http.request` (one keep-alive
+session per thread, retries until the configured deadline) and makes no call it can avoid.
+oras-py is only used by ``chainmail catalog bundle push`` (see :mod:`chainmail.bundle`).
+
+Auth follows the distribution token spec: an anonymous first request; on ``401`` the
+``WWW-Authenticate`` challenge decides between HTTP Basic (credentials sent with every later
+request to that host) and Bearer (a token fetched from the realm for
+``repository:<repo>:<actions>``, cached per host, repository and actions until it expires).
+Credentials come from a docker ``config.json`` (a directory or a file, also a
+``.dockerconfigjson`` secret file; ``auths`` entries with ``auth`` or ``username``/``password``
+or ``identitytoken``; ``credHelpers``/``credsStore`` helpers when their binary is on PATH),
+then from :meth:`RegistryClient.add_credentials` (the run service account's secrets).
+Error messages name the registry and repository, never a credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+from chainmail._internal.http import RetryPolicy, TransientError, request
+from chainmail.errors import (
+    ConfigError,
+    InputError,
+    RegistryAuthError,
+    RegistryUnreachableError,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+log = logging.getLogger("chainmail.registry")
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
+_ACCEPT = ", ".join(MANIFEST_TYPES)
+
+#: go-containerregistry's ``name.DefaultRegistry``: what Docker Hub references normalise to.
+DOCKER_HUB = "index.docker.io"
+_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]{32,}$")
+_SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$")
+_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A parsed image reference: registry host, repository, tag and/or digest."""
+
+    registry: str
+    repository: str
+    tag: str = ""
+    digest: str = ""
+
+    @classmethod
+    def parse(cls, text: str | Reference) -> Reference:
+        """Parse ``[host[:port]/]repo[:tag][@digest]`` with Docker Hub normalisation.
+
+        ``alpine`` becomes ``index.docker.io/library/alpine``; a first component counts as
+        a host when it has a ``.`` or ``:`` or is ``localhost``. Raises :class:`InputError`.
+        """
+        if isinstance(text, Reference):
+            return text
+        raw = text.strip()
+        rest, _, digest = raw.partition("@")
+        if digest and not _DIGEST_RE.match(digest):
+            raise InputError(f"image reference '{raw}': invalid digest '{digest}'")
+        if digest.startswith("sha256:") and not _SHA256_RE.match(digest):
+            raise InputError(f"image reference '{raw}': sha256 digest must be 64 lowercase hex characters")
+        host, slash, path = rest.partition("/")
+        if not slash or not ("." in host or ":" in host or host == "localhost" or host != host.lower()):
+            host, path = DOCKER_HUB, rest
+        tag = ""
+        last = path.rfind("/")
+        colon = path.rfind(":")
+        if colon > last:
+            path, tag = path[:colon], path[colon + 1 :]
+            if not _TAG_RE.match(tag):
+                raise InputError(f"image reference '{raw}': invalid tag '{tag}'")
+        host = normalize_host(host)
+        if not host or not _HOST_RE.match(host):
+            raise InputError(f"image reference '{raw}': invalid registry host '{host}'")
+        if host == DOCKER_HUB and "/" not in path:
+            path = f"library/{path}"
+        if not path or not _REPO_RE.match(path):
+            raise InputError(f"image reference '{raw}': invalid repository '{path}' "
+                             "(lowercase letters, digits, '.', '_', '-')")
+        return cls(host, path, tag, digest)
+
+    @property
+    def name(self) -> str:
+        """``registry/repository`` (what cosign signs as ``docker-reference``)."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def identifier(self) -> str:
+        """What goes after ``/manifests/``: the digest, else the tag, else ``latest``."""
+        return self.digest or self.tag or "latest"
+
+    def with_digest(self, digest: str) -> Reference:
+        return Reference(self.registry, self.repository, "", digest)
+
+    def with_tag(self, tag: str) -> Reference:
+        return Reference(self.registry, self.repository, tag, "")
+
+    def __str__(self) -> str:
+        out = self.name
+        if self.tag:
+            out += f":{self.tag}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out
+
+
+def normalize_host(host: str) -> str:
+    """A registry host as credentials are keyed: no scheme or path; Docker Hub aliases merged."""
+    host = host.strip()
+    for prefix in ("https://", "http://"):
+        if host.startswith(prefix):
+            host = host[len(prefix) :]
+    host = host.split("/", 1)[0]
+    return DOCKER_HUB if host.lower() in _HUB_ALIASES else host
+
+
+def is_local(host: str) -> bool:
+    """True for loopback registries, which are spoken to over plain http."""
+    bare = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return bare in ("localhost", "[::1]") or bare.endswith(".localhost") or bare.startswith("127.")
+
+
+def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+    """An OCI descriptor in Go field order (mediaType, size, digest, then ``extra``)."""
+    return {"mediaType": media_type, "size": len(data), "digest": sha256_of(data), **extra}
+
+
+def sha256_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """One registry login. ``repr`` never shows the secret."""
+
+    username: str
+    password: str
+    identity_token: str = ""
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password=***)"
+
+
+def parse_docker_config(doc: dict[str, Any], where: str) -> tuple[dict[str, Credentials], dict[str, Any]]:
+    """``auths`` of a docker config (or a legacy ``.dockercfg`` map) as host → credentials.
+
+    Also returns the helper settings (``credsStore``/``credHelpers``).
+    """
+    if not isinstance(doc, dict):
+        raise ConfigError(f"docker config {where}: expected a JSON object")
+    auths = doc.get("auths")
+    if auths is None:
+        auths = {k: v for k, v in doc.items() if isinstance(v, dict) and ("auth" in v or "username" in v)}
+    if not isinstance(auths, dict):
+        raise ConfigError(f"docker config {where}: 'auths' must be an object")
+    out: dict[str, Credentials] = {}
+    for key, entry in auths.items():
+        if not isinstance(entry, dict):
+            continue
+        user, password = str(entry.get("username") or ""), str(entry.get("password") or "")
+        if entry.get("auth"):
+            try:
+                decoded = base64.b64decode(str(entry["auth"]), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                raise ConfigError(f"docker config {where}: 'auth' for '{key}' is not base64 user:password"
+                                  ) from None
+            user, _, password = decoded.partition(":")
+        token = str(entry.get("identitytoken") or "")
+        if user or password or token:
+            out.setdefault(normalize_host(key), Credentials(user, password, token))
+    helpers = {"credsStore": doc.get("credsStore") or "", "credHelpers": doc.get("credHelpers") or {}}
+    return out, helpers
+
+
+def _config_file(path: Path | None) -> Path | None:
+    if path is None:
+        env = os.environ.get("DOCKER_CONFIG")
+        path = Path(env) if env else Path.home() / ".docker"
+        explicit = False
+    else:
+        explicit = True
+    if path.is_dir():
+        for name in ("config.json", ".dockerconfigjson", ".dockercfg"):
+            if (path / name).is_file():
+                return path / name
+        return None
+    if path.is_file():
+        return path
+    if explicit:
+        raise ConfigError(f"docker config {path} does not exist")
+    return None
+
+
+class RegistryClient:
+    """OCI distribution API calls with docker-config auth and typed errors.
+
+    Safe to share between threads: each thread uses its own keep-alive session and the
+    token cache is locked.
+    """
+
+    def __init__(self, docker_config: Path | None = None, insecure: bool = False,
+                 retry: RetryPolicy | None = None) -> None:
+        self.docker_config = docker_config
+        self.insecure = insecure
+        self.retry = retry or RetryPolicy()
+        self._lock = threading.Lock()
+        self._config_creds: dict[str, Credentials] | None = None
+        self._helpers: dict[str, Any] = {}
+        self._added: dict[str, Credentials] = {}
+        #: host → ("basic", {}) or ("bearer", {"realm": …, "service": …}) once a challenge was seen.
+        self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
+        #: (host, repo, actions) → (token, expiry on the monotonic clock)
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._referrers_api: dict[str, bool] = {}
+
+    # -- credentials ---------------------------------------------------------------------------
+
+    def add_credentials(self, host: str, username: str, password: str) -> None:
+        """Add a login (e.g. from an image-pull secret); used when the docker config has none for ``host``."""
+        with self._lock:
+            self._added.setdefault(normalize_host(host), Credentials(username, password))
+
+    def _load_config(self) -> dict[str, Credentials]:
+        if self._config_creds is None:
+            path = _config_file(self.docker_config)
+            creds: dict[str, Credentials] = {}
+            if path is not None:
+                try:
+                    doc = json.loads(path.read_text())
+                except OSError as exc:
+                    raise ConfigError(f"cannot read docker config {path}: {exc.strerror}") from None
+                except ValueError:
+                    raise ConfigError(f"docker config {path} is not valid JSON") from None
+                creds, self._helpers = parse_docker_config(doc, str(path))
+            self._config_creds = creds
+        return self._config_creds
+
+    def credentials(self, host: str) -> Credentials | None:
+        """The login for ``host``: docker config, then its credential helper, then added secrets."""
+        host = normalize_host(host)
+        with self._lock:
+            creds = self._load_config()
+            found = creds.get(host)
+            if found is None and host.startswith("127.0.0.1"):
+                found = creds.get(host.replace("127.0.0.1", "localhost", 1))
+            elif found is None and host.startswith("localhost"):
+                found = creds.get(host.replace("localhost", "127.0.0.1", 1))
+            if found is None:
+                found = self._from_helper(host)
+                if found is not None:
+                    creds[host] = found
+            return found or self._added.get(host)
+
+    def _from_helper(self, host: str) -> Credentials | None:
+        helper = (self._helpers.get("credHelpers") or {}).get(host) or self._helpers.get("credsStore")
+        if not helper:
+            return None
+        import shutil
+        import subprocess
+
+        binary = shutil.which(f"docker-credential-{helper}")
+        if binary is None:
+            log.debug("credential helper docker-credential-%s not on PATH", helper)
+            return None
+        server = "https://index.docker.io/v1/" if host == DOCKER_HUB else host
+        try:
+            proc = subprocess.run([binary, "get"], input=server.encode(), capture_output=True, timeout=30,
+                                  check=True)
+            doc = json.loads(proc.stdout)
+        except (OSError, subprocess.SubprocessError, ValueError):
+            log.debug("credential helper docker-credential-%s had nothing for %s", helper, host)
+            return None
+        user, secret = str(doc.get("Username") or ""), str(doc.get("Secret") or "")
+        if user == "<token>":
+            return Credentials("", "", secret)
+        return Credentials(user, secret)
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def scheme(self, host: str) -> str:
+        """``http`` for loopback registries or with ``insecure``; else ``https``."""
+        return "http" if self.insecure or is_local(host) else "https"
+
+    def base_url(self, ref: Reference) -> str:
+        return f"{self.scheme(ref.registry)}://{ref.registry}/v2/{ref.repository}"
+
+    def _send(self, method: str, url: str, where: str, **kwargs: Any) -> requests.Response:
+        import requests
+
+        try:
+            return request(method, url, policy=self.retry, **kwargs)
+        except TransientError as exc:
+            raise RegistryUnreachableError(
+                f"registry {where} unreachable: {exc}",
+                hint=f"retried for {self.retry.deadline:g}s (chainmail.retry.deadline-seconds)",
+            ) from None
+        except requests.RequestException as exc:
+            raise StorageError(f"registry {where}: {type(exc).__name__}: {exc}") from None
+
+    def _auth_header(self, host: str, repo: str, actions: str, *, refresh: bool = False) -> dict[str, str]:
+        """The Authorization header for a request, fetching a token when the host wants one."""
+        challenge = self._challenges.get(host)
+        if challenge is None:
+            return {}
+        kind, params = challenge
+        creds = self.credentials(host)
+        if kind == "basic":
+            if creds is None or creds.identity_token:
+                return {}
+            raw = f"{creds.username}:{creds.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        key = (host, repo, actions)
+        now = time.monotonic()
+        with self._lock:
+            if not refresh:
+                for k in (key, (host, repo, "pull,push")) if actions == "pull" else (key,):
+                    hit = self._tokens.get(k)
+                    if hit and hit[1] > now:
+                        return {"Authorization": f"Bearer {hit[0]}"}
+        token, ttl = self._fetch_token(host, repo, actions, params, creds)
+        with self._lock:
+            self._tokens[key] = (token, now + max(ttl - 10, 5))
+        return {"Authorization": f"Bearer {token}"}
+
+    def _fetch_token(self, host: str, repo: str, actions: str, params: dict[str, str],
+                     creds: Credentials | None) -> tuple[str, float]:
+        realm = params.get("realm", "")
+        if not realm.startswith(("https://", "http://")):
+            raise StorageError(f"registry {host}: bearer challenge has no usable realm")
+        scope = f"repository:{repo}:{actions}"
+        where = f"{host}/{repo}"
+        if creds is not None and creds.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                    "service": params.get("service", ""), "scope": scope, "client_id": "chainmail"}
+            resp = self._send("POST", realm, where, data=form)
+        else:
+            query = {"scope": scope}
+            if params.get("service"):
+                query["service"] = params["service"]
+            auth = (creds.username, creds.password) if creds is not None else None
+            resp = self._send("GET", realm, where, params=query, auth=auth)
+        if resp.status_code in (401, 403):
+            raise RegistryAuthError(
+                f"registry {host} refused a token for {repo} ({actions}): HTTP {resp.status_code}",
+                hint=_auth_hint(host, creds is not None),
+            )
+        if resp.status_code != 200:
+            raise StorageError(f"registry {host}: token request for {repo} failed: HTTP {resp.status_code}")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise StorageError(f"registry {host}: token endpoint did not return JSON") from None
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise StorageError(f"registry {host}: token endpoint returned no token")
+        try:
+            ttl = float(body.get("expires_in") or 60)
+        except (TypeError, ValueError):
+            ttl = 60.0
+        return str(token), ttl
+
+    def _remember_challenge(self, host: str, resp: requests.Response) -> bool:
+        header = resp.headers.get("WWW-Authenticate", "")
+        kind, _, rest = header.strip().partition(" ")
+        kind = kind.lower()
+        if kind not in ("basic", "bearer"):
+            return False
+        params = dict(_CHALLENGE_PARAM.findall(rest))
+        with self._lock:
+            self._challenges[host] = (kind, params)
+        return True
+
+    def call(self, method: str, ref: Reference, path: str, *, actions: str = "pull",
+             headers: dict[str, str] | None = None, data: bytes | None = None,
+             params: dict[str, str] | None = None, url: str | None = None) -> requests.Response:
+        """One authenticated API call on ``/v2/<repo>/<path>`` (or an absolute ``url``).
+
+        Handles one auth challenge; 401/403 after that raise :class:`RegistryAuthError`.
+        """
+        host, repo = ref.registry, ref.repository
+        target = url or f"{self.base_url(ref)}/{path}"
+        where = f"{host}/{repo}"
+        hdrs = dict(headers or {})
+        auth = self._auth_header(host, repo, actions)
+        resp = self._send(method, target, where, headers={**hdrs, **auth}, data=data, params=params,
+                          allow_redirects=method in ("GET", "HEAD"))
+        if resp.status_code == 401 and self._remember_challenge(host, resp):
+            auth2 = self._auth_header(host, repo, actions, refresh=True)
+            if auth2 and auth2 != auth:
+                resp = self._send(method, target, where, headers={**hdrs, **auth2}, data=data, params=params,
+                                  allow_redirects=method in ("GET", "HEAD"))
+            auth = auth2
+        if resp.status_code in (401, 403):
+            raise RegistryAuthError(
+                f"registry {host} denied {method} on {repo}: HTTP {resp.status_code}",
+                hint=_auth_hint(host, self.credentials(host) is not None),
+            )
+        return resp
+
+    def ping(self, host: str) -> str:
+        """``GET /v2/``; returns the auth scheme the registry asks for (``basic``, ``bearer`` or ``""``)."""
+        host = normalize_host(host)
+        resp = self._send("GET", f"{self.scheme(host)}://{host}/v2/", host)
+        if resp.status_code == 401 and self._remember_challenge(host, resp):
+            return self._challenges[host][0]
+        return ""
+
+    # -- manifests -----------------------------------------------------------------------------
+
+    def head_manifest(self, ref: str | Reference) -> tuple[str, str, int] | None:
+        """``(digest, media_type, size)`` of a tag or digest, or None when it does not exist."""
+        r = Reference.parse(ref)
+        resp = self.call("HEAD", r, f"manifests/{r.identifier}", headers={"Accept": _ACCEPT})
+        if resp.status_code == 404:
+            return None
+        _check(resp, r, "HEAD manifest")
+        digest = resp.headers.get("Docker-Content-Digest") or r.digest
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        size = int(resp.headers.get("Content-Length") or 0)
+        if not digest or not media_type or not size:
+            got = self.get_manifest(r)
+            if got is None:
+                return None
+            raw, media_type, digest = got
+            size = len(raw)
+        return digest, media_type, size
+
+    def get_manifest(self, ref: str | Reference) -> tuple[bytes, str, str] | None:
+        """``(raw_bytes, media_type, digest)``, or None on 404. The bytes are checked against the digest."""
+        r = Reference.parse(ref)
+        resp = self.call("GET", r, f"manifests/{r.identifier}", headers={"Accept": _ACCEPT})
+        if resp.status_code == 404:
+            return None
+        _check(resp, r, "GET manifest")
+        raw = resp.content
+        actual = sha256_of(raw)
+        claimed = r.digest or resp.headers.get("Docker-Content-Digest") or actual
+        if claimed.startswith("sha256:") and claimed != actual:
+            raise StorageError(f"registry {r.name}: manifest {r.identifier} does not match its digest "
+                               f"{claimed}")
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        if not media_type or media_type in ("application/json", "text/plain"):
+            try:
+                media_type = str(json.loads(raw).get("mediaType") or OCI_MANIFEST)
+            except (ValueError, AttributeError):
+                media_type = OCI_MANIFEST
+        return raw, media_type, claimed
+
+    def put_manifest(self, repo_ref: str | Reference, tag_or_digest: str, raw: bytes, media_type: str) -> str:
+        """PUT ``raw`` exactly as given under a tag (or by digest); returns its digest."""
+        r = Reference.parse(repo_ref)
+        digest = sha256_of(raw)
+        if tag_or_digest.startswith("sha256:") and tag_or_digest != digest:
+            raise StorageError(f"manifest bytes do not match {tag_or_digest}")
+        resp = self.call("PUT", r, f"manifests/{tag_or_digest}", actions="pull,push",
+                         headers={"Content-Type": media_type}, data=raw)
+        _check(resp, r, f"PUT manifest {tag_or_digest}", ok=(200, 201, 202))
+        if resp.headers.get("OCI-Subject"):
+            with self._lock:
+                self._referrers_api[r.registry] = True
+        return digest
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    def blob_exists(self, repo_ref: str | Reference, digest: str) -> bool:
+        r = Reference.parse(repo_ref)
+        resp = self.call("HEAD", r, f"blobs/{digest}")
+        if resp.status_code == 404:
+            return False
+        _check(resp, r, f"HEAD blob {digest}")
+        return True
+
+    def push_blob(self, repo_ref: str | Reference, data: bytes,
+                  media_type: str = "application/octet-stream") -> dict[str, Any]:
+        """Upload ``data`` unless present (HEAD, then monolithic POST + PUT); returns its descriptor."""
+        r = Reference.parse(repo_ref)
+        desc = descriptor(media_type, data)
+        if self.blob_exists(r, desc["digest"]):
+            return desc
+        resp = self.call("POST", r, "blobs/uploads/", actions="pull,push", headers={"Content-Length": "0"})
+        _check(resp, r, "start blob upload", ok=(202,))
+        location = resp.headers.get("Location")
+        if not location:
+            raise StorageError(f"registry {r.name}: blob upload started without a Location")
+        location = urljoin(self.base_url(r) + "/", location)
+        sep = "&" if "?" in location else "?"
+        resp = self.call("PUT", r, "", actions="pull,push", url=f"{location}{sep}digest={desc['digest']}",
+                         headers={"Content-Type": "application/octet-stream"}, data=data)
+        _check(resp, r, f"upload blob {desc['digest']}", ok=(201, 204))
+        return desc
+
+    def get_blob(self, repo_ref: str | Reference, digest: str) -> bytes:
+        """The blob's bytes, checked against ``digest``."""
+        r = Reference.parse(repo_ref)
+        resp = self.call("GET", r, f"blobs/{digest}")
+        if resp.status_code == 404:
+            raise StorageError(f"registry {r.name}: blob {digest} not found")
+        _check(resp, r, f"GET blob {digest}")
+        data = resp.content
+        if digest.startswith("sha256:") and sha256_of(data) != digest:
+            raise StorageError(f"registry {r.name}: blob {digest} does not match its digest")
+        return data
+
+    # -- referrers -----------------------------------------------------------------------------
+
+    def referrers(self, repo_ref: str | Reference, digest: str,
+                  artifact_type: str | None = None) -> list[dict[str, Any]] | None:
+        """Descriptors from the OCI 1.1 referrers API, or None when the registry lacks it."""
+        r = Reference.parse(repo_ref)
+        if self._referrers_api.get(r.registry) is False:
+            return None
+        params = {"artifactType": artifact_type} if artifact_type else None
+        url: str | None = None
+        found: list[dict[str, Any]] = []
+        filtered = False
+        while True:
+            resp = self.call("GET", r, f"referrers/{digest}", headers={"Accept": OCI_INDEX}, params=params,
+                             url=url)
+            if resp.status_code in (400, 404, 405, 501):
+                with self._lock:
+                    self._referrers_api[r.registry] = False
+                return None
+            _check(resp, r, f"GET referrers of {digest}")
+            try:
+                doc = resp.json()
+                page = [m for m in doc.get("manifests") or [] if isinstance(m, dict)]
+            except (ValueError, AttributeError):
+                with self._lock:
+                    self._referrers_api[r.registry] = False
+                return None
+            with self._lock:
+                self._referrers_api[r.registry] = True
+            found.extend(page)
+            filtered = filtered or "artifactType" in resp.headers.get("OCI-Filters-Applied", "")
+            nxt = _next_link(resp)
+            if not nxt:
+                break
+            url, params = urljoin(self.base_url(r) + "/", nxt), None
+        if artifact_type and not filtered:
+            found = [m for m in found if m.get("artifactType") == artifact_type]
+        return found
+
+    def supports_referrers(self, repo_ref: str | Reference, digest: str) -> bool:
+        """Whether the registry serves the referrers API (probed once per registry)."""
+        r = Reference.parse(repo_ref)
+        known = self._referrers_api.get(r.registry)
+        if known is None:
+            known = self.referrers(r, digest) is not None
+        return known
+
+
+def _next_link(resp: requests.Response) -> str:
+    link = resp.headers.get("Link", "")
+    match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
+    return match.group(1) if match else ""
+
+
+def _auth_hint(host: str, had_credentials: bool) -> str:
+    if had_credentials:
+        return f"the credentials for {host} were refused or lack push/pull access"
+    return (f"no credentials for {host}: pass --docker-config (a config.json or .dockerconfigjson) "
+            "or give the run's service account an image pull secret")
+
+
+def _check(resp: requests.Response, ref: Reference, what: str, ok: tuple[int, ...] = (200,)) -> None:
+    """Raise :class:`StorageError` naming the registry's error code unless the status is in ``ok``."""
+    if resp.status_code in ok:
+        return
+    detail = ""
+    try:
+        errors = resp.json().get("errors") or []
+        detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors[:3])
+    except (ValueError, AttributeError):
+        detail = ""
+    suffix = f" ({detail})" if detail else ""
+    raise StorageError(f"registry {ref.name}: {what} failed: HTTP {resp.status_code}{suffix}")

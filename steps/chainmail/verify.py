@@ -1,0 +1,575 @@
+"""Verify what Tekton Chains or chainmail stored: the ``verify`` step.
+
+Example::
+
+    keys = [Path("cosign.pub").read_text()]
+    for v in verify_attestation("registry.example/app@sha256:…", keys, ctx, "slsaprovenance1"):
+        print(v.layout, v.statement["predicateType"])
+
+Like sigstore-python's ``verify_dsse``, every function returns payloads only after their
+signature verified, as :class:`Verified` records; check ``payload_type`` before trusting
+``payload``. The checks follow cosign:
+
+- :func:`verify_image` (``cosign verify --key``): the ``sha256-<hex>.sig`` tag and Sigstore bundle
+  referrers (OCI 1.1 API or the ``sha256-<hex>`` fallback index). Each signature must verify over
+  the payload, whose ``critical.type`` is cosign's and whose ``docker-manifest-digest`` is the image's.
+- :func:`verify_attestation` (``cosign verify-attestation --key [--type]``): ``.att`` layers and
+  bundles; the DSSE payload type must be in-toto, a subject's sha256 must be the image digest, and
+  with ``predicate_type`` the statement's ``predicateType`` must match.
+- :func:`verify_run` (``cosign verify-blob[-attestation]`` on Chains' ``tekton`` annotations) and
+  :func:`verify_file_store` (the ``file`` backend).
+
+Image checks need one good signature (cosign's rule: other layers may be from other keys).
+Run annotations and file stores are chainmail's own records of what was signed, so there
+*every* stored signature must verify, and a DSSE envelope's payload must equal the stored payload.
+
+Errors (exit codes as cosign): :class:`NoSignatureError` (10) when nothing is stored,
+:class:`TagNotFoundError` (11) when the image does not exist, :class:`NoMatchingSignatureError`
+(12) when nothing verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chainmail._internal.encoding import b64decode, b64encode
+from chainmail.errors import (
+    Error,
+    InputError,
+    NoMatchingSignatureError,
+    NoSignatureError,
+    TagNotFoundError,
+    VerificationError,
+)
+from chainmail.models import INTOTO_PAYLOAD_TYPE, SIMPLESIGNING_PAYLOAD_TYPE, RunSnapshot
+
+if TYPE_CHECKING:
+    from chainmail._internal.registry import Reference, RegistryClient
+    from chainmail.context import Context
+
+log = logging.getLogger("chainmail.verify")
+
+COSIGN_SIGNATURE_TYPE = "cosign container image signature"
+SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+
+#: Where each verified payload was found.
+LAYOUTS = ("legacy-sig", "legacy-att", "bundle-referrer", "bundle-fallback-tag", "annotations", "file")
+
+#: cosign's ``--type`` short names (``options.PredicateTypeMap``).
+PREDICATE_TYPES: dict[str, str] = {
+    "custom": "https://cosign.sigstore.dev/attestation/v1",
+    "slsaprovenance": "https://slsa.dev/provenance/v0.2",
+    "slsaprovenance02": "https://slsa.dev/provenance/v0.2",
+    "slsaprovenance1": "https://slsa.dev/provenance/v1",
+    "spdx": "https://spdx.dev/Document",
+    "spdxjson": "https://spdx.dev/Document",
+    "cyclonedx": "https://cyclonedx.org/bom",
+    "link": "https://in-toto.io/Link/v1",
+    "vuln": "https://cosign.sigstore.dev/attestation/vuln/v1",
+    "openvex": "https://openvex.dev/ns",
+}
+
+_ANNOTATION_PREFIX = "chains.tekton.dev/"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """One payload whose signature verified, and where it was found."""
+
+    #: ``repo@sha256:…`` for images, ``<kind>/<namespace>/<name>`` for runs, a file path for the file store.
+    ref: str
+    #: One of :data:`LAYOUTS`.
+    layout: str
+    payload_type: str
+    payload: bytes
+    #: The parsed in-toto statement (None for simple-signing payloads).
+    statement: dict[str, Any] | None = None
+    #: SSH SHA256 fingerprint of the public key that verified (Chains' keyid format).
+    key_id: str = ""
+    #: Signing certificate PEM (keyless), else "".
+    cert: str = ""
+    #: The tag, referrer digest, annotation key or file the signature came from.
+    location: str = ""
+
+    @property
+    def predicate_type(self) -> str:
+        return str((self.statement or {}).get("predicateType") or "")
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"ref": self.ref, "layout": self.layout, "location": self.location,
+                               "payloadType": self.payload_type, "keyId": self.key_id}
+        if self.statement is not None:
+            doc["predicateType"] = self.predicate_type
+            doc["statement"] = self.statement
+        else:
+            try:
+                doc["payload"] = json.loads(self.payload)
+            except ValueError:
+                doc["payload"] = b64encode(self.payload)
+        if self.cert:
+            doc["cert"] = self.cert
+        return doc
+
+    def summary(self) -> str:
+        """One line for humans."""
+        what = f"attestation {self.predicate_type}" if self.statement is not None else "signature"
+        return f"verified {what} for {self.ref} [{self.layout}: {self.location}] key {self.key_id or '?'}"
+
+
+# -- keys and primitives -----------------------------------------------------------------------------
+
+def resolve_predicate_type(value: str | None) -> str | None:
+    """cosign's ``--type``: a short name (``slsaprovenance1``…) or a full URI; None means any."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value in PREDICATE_TYPES:
+        return PREDICATE_TYPES[value]
+    if "://" in value or value.startswith("urn:"):
+        return value
+    raise InputError(f"--type '{value}': expected a predicate type URI or one of "
+                     f"{', '.join(PREDICATE_TYPES)}")
+
+
+def _keys(public_keys: list[str], ctx: Context) -> list[tuple[str, str]]:
+    """``(pem, key_id)`` per key; non-PEM entries go through ``chainmail.signing.load_public_key``."""
+    from chainmail.signing.keys import ssh_fingerprint
+
+    if not public_keys:
+        raise InputError("no public key given: pass --key (a cosign.pub, a key directory or k8s://NS/SECRET)")
+    out = []
+    for key in public_keys:
+        pem = key
+        if not key.lstrip().startswith("-----BEGIN"):
+            from chainmail.signing import load_public_key
+
+            pem = load_public_key(key, ctx)
+        try:
+            key_id = ssh_fingerprint(pem)
+        except Error:
+            key_id = ""
+        out.append((pem, key_id))
+    return out
+
+
+def _verify_raw(keys: list[tuple[str, str]], signature: bytes, data: bytes) -> str | None:
+    """The key id of the key that verifies ``signature`` over ``data``, or None."""
+    from chainmail.signing import verify_signature
+
+    for pem, key_id in keys:
+        try:
+            verify_signature(pem, signature, data)
+        except VerificationError:
+            continue
+        return key_id or "unknown"
+    return None
+
+
+def _verify_dsse(keys: list[tuple[str, str]], envelope: bytes) -> tuple[str, bytes, str]:
+    """``(payload_type, payload, key_id)`` from a DSSE envelope; raises :class:`VerificationError`."""
+    from chainmail.signing.dsse import verify_envelope
+
+    last: VerificationError | None = None
+    for pem, key_id in keys:
+        try:
+            payload_type, payload = verify_envelope(envelope, [pem])
+        except NoMatchingSignatureError as exc:
+            last = exc
+            continue
+        return payload_type, payload, key_id or "unknown"
+    raise last or NoMatchingSignatureError("DSSE envelope did not verify")
+
+
+def _json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise VerificationError(f"{what} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise VerificationError(f"{what} is not a JSON object")
+    return doc
+
+
+def check_simplesigning(payload: bytes, image_digest: str | None) -> dict[str, Any]:
+    """cosign's claim checks on a simple-signing payload; returns it parsed."""
+    doc = _json(payload, "simple-signing payload")
+    critical = doc.get("critical")
+    if not isinstance(critical, dict):
+        raise VerificationError("simple-signing payload has no 'critical' section")
+    if critical.get("type") != COSIGN_SIGNATURE_TYPE:
+        raise VerificationError(f"simple-signing critical.type is '{critical.get('type')}', "
+                                f"not '{COSIGN_SIGNATURE_TYPE}'")
+    signed = (critical.get("image") or {}).get("docker-manifest-digest")
+    if image_digest is not None and signed != image_digest:
+        raise VerificationError(f"signature is for {signed}, not for image {image_digest}")
+    return doc
+
+
+def check_statement(payload_type: str, payload: bytes, image_digest: str | None,
+                    predicate_type: str | None) -> dict[str, Any]:
+    """cosign's attestation checks: in-toto payload type, a subject with the image digest, predicate type."""
+    if payload_type != INTOTO_PAYLOAD_TYPE:
+        raise VerificationError(f"invalid payloadType {payload_type} (expected {INTOTO_PAYLOAD_TYPE})")
+    statement = _json(payload, "in-toto statement")
+    if image_digest is not None:
+        want = image_digest.partition(":")[2]
+        algo = image_digest.partition(":")[0]
+        subjects = statement.get("subject") or []
+        if not any(isinstance(s, dict) and (s.get("digest") or {}).get(algo) == want for s in subjects):
+            raise VerificationError(f"no subject of the statement has digest {image_digest}")
+    if predicate_type is not None and statement.get("predicateType") != predicate_type:
+        raise _PredicateMismatchError(str(statement.get("predicateType")))
+    return statement
+
+
+class _PredicateMismatchError(VerificationError):
+    """A verified statement with another predicate type (filtered out, as cosign's --type does)."""
+
+
+# -- registry ----------------------------------------------------------------------------------------
+
+class _Search:
+    """What an image verification found: verified payloads, failure reasons, and how much was stored."""
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self.found = 0
+        self.verified: list[Verified] = []
+        self.failures: list[str] = []
+        self.mismatched_types: list[str] = []
+
+    def fail(self, where: str, reason: object) -> None:
+        log.info("%s: %s", where, reason)
+        self.failures.append(f"{where}: {reason}")
+
+
+def _client_and_image(ref: str, ctx: Context) -> tuple[RegistryClient, Reference]:
+    from chainmail._internal.registry import Reference
+
+    client = ctx.registry
+    image = Reference.parse(ref)
+    head = client.head_manifest(image)
+    if head is None:
+        raise TagNotFoundError(f"image {image} not found in the registry")
+    if image.digest and head[0] != image.digest:
+        raise VerificationError(f"registry returned digest {head[0]} for {image}")
+    return client, Reference(image.registry, image.repository, image.tag, head[0])
+
+
+def _signature_repo(image: Reference, ctx: Context) -> Reference:
+    """Where ``.sig``/``.att`` live: ``storage.oci.repository``, ``$COSIGN_REPOSITORY``, else by the image."""
+    import os
+
+    from chainmail._internal.registry import Reference
+
+    override = (ctx.config.get("storage.oci.repository").strip()
+                or os.environ.get("COSIGN_REPOSITORY", "").strip())
+    return Reference.parse(override).with_tag("") if override else image.with_tag("")
+
+
+def _legacy_layers(client: RegistryClient, repo: Reference, image: Reference, suffix: str,
+                   search: _Search) -> list[tuple[int, dict[str, Any], str]]:
+    from chainmail.storage.oci import signature_tag
+
+    tag = signature_tag(image.digest, suffix)
+    got = client.get_manifest(repo.with_tag(tag))
+    if got is None:
+        return []
+    location = f"{repo.name}:{tag}"
+    try:
+        layers = _json(got[0], f"{location} manifest").get("layers") or []
+    except VerificationError as exc:
+        search.fail(location, exc)
+        return []
+    out = [(i, layer, location) for i, layer in enumerate(layers) if isinstance(layer, dict)]
+    search.found += len(out)
+    return out
+
+
+def _bundles(client: RegistryClient, image: Reference, search: _Search, want_signatures: bool,
+             ) -> list[tuple[dict[str, Any], str, str]]:
+    """``(bundle, layout, location)`` for the image's Sigstore bundle referrers of the wanted kind."""
+    from chainmail.storage.oci import ANN_BUNDLE_PREDICATE, BUNDLE_TYPE, referrer_descriptors
+
+    repo = image.with_tag("")
+    descs, layout = referrer_descriptors(client, repo, image.digest)
+    out = []
+    for desc in descs:
+        digest = str(desc.get("digest") or "")
+        location = f"{repo.name}@{digest}"
+        annotated = (desc.get("annotations") or {}).get(ANN_BUNDLE_PREDICATE)
+        if annotated is not None and (annotated == SIGN_PREDICATE) != want_signatures:
+            continue
+        got = client.get_manifest(repo.with_digest(digest))
+        if got is None:
+            search.found += 1
+            search.fail(location, "referrer manifest is missing")
+            continue
+        try:
+            manifest = _json(got[0], "referrer manifest")
+            predicate = (manifest.get("annotations") or {}).get(ANN_BUNDLE_PREDICATE)
+            if predicate is not None and (predicate == SIGN_PREDICATE) != want_signatures:
+                continue
+            search.found += 1
+            if (manifest.get("subject") or {}).get("digest") != image.digest:
+                raise VerificationError(f"referrer's subject is not {image.digest}")
+            layers = [x for x in manifest.get("layers") or [] if isinstance(x, dict)
+                      and x.get("mediaType") == BUNDLE_TYPE]
+            if not layers:
+                raise VerificationError("referrer has no Sigstore bundle layer")
+            bundle = _json(client.get_blob(repo, str(layers[0].get("digest"))), "Sigstore bundle")
+        except (VerificationError, Error) as exc:
+            search.fail(location, exc)
+            continue
+        out.append((bundle, layout, location))
+    return out
+
+
+def _bundle_envelope(bundle: dict[str, Any]) -> tuple[bytes, str]:
+    """The DSSE envelope JSON and the certificate PEM ("" for key-based) of a bundle."""
+    env = bundle.get("dsseEnvelope")
+    if not isinstance(env, dict):
+        kind = "message signature" if "messageSignature" in bundle else "no DSSE envelope"
+        raise VerificationError(f"unsupported bundle content ({kind})")
+    material = bundle.get("verificationMaterial") or {}
+    cert = ""
+    raw = (material.get("certificate") or {}).get("rawBytes")
+    if raw:
+        body = b64encode(b64decode(raw))
+        lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+        cert = "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+    return json.dumps(env).encode(), cert
+
+
+def verify_image(ref: str, public_keys: list[str], ctx: Context) -> list[Verified]:
+    """``cosign verify --key``: image signatures in ``.sig`` layers and signature bundles.
+
+    Raises :class:`TagNotFoundError`, :class:`NoSignatureError` or :class:`NoMatchingSignatureError`.
+    """
+    keys = _keys(public_keys, ctx)
+    client, image = _client_and_image(ref, ctx)
+    target = f"{image.name}@{image.digest}"
+    search = _Search(target)
+    repo = _signature_repo(image, ctx)
+    for index, layer, location in _legacy_layers(client, repo, image, "sig", search):
+        where = f"{location} layer {index}"
+        try:
+            annotation = (layer.get("annotations") or {}).get("dev.cosignproject.cosign/signature") or ""
+            if not annotation:
+                raise VerificationError("layer has no signature annotation")
+            signature = b64decode(annotation)
+            payload = client.get_blob(repo, str(layer.get("digest")))
+            key_id = _verify_raw(keys, signature, payload)
+            if key_id is None:
+                raise NoMatchingSignatureError("signature does not verify with the given key(s)")
+            check_simplesigning(payload, image.digest)
+        except (VerificationError, Error, ValueError) as exc:
+            search.fail(where, exc)
+            continue
+        cert = (layer.get("annotations") or {}).get("dev.sigstore.cosign/certificate") or ""
+        search.verified.append(Verified(target, "legacy-sig", SIMPLESIGNING_PAYLOAD_TYPE, payload, None,
+                                        key_id, cert, where))
+    for bundle, layout, location in _bundles(client, image, search, want_signatures=True):
+        try:
+            envelope, cert = _bundle_envelope(bundle)
+            payload_type, payload, key_id = _verify_dsse(keys, envelope)
+            statement = None
+            if payload_type == SIMPLESIGNING_PAYLOAD_TYPE:
+                check_simplesigning(payload, image.digest)
+            else:
+                statement = check_statement(payload_type, payload, image.digest, SIGN_PREDICATE)
+        except (VerificationError, Error) as exc:
+            search.fail(location, exc)
+            continue
+        search.verified.append(Verified(target, layout, payload_type, payload, statement, key_id, cert,
+                                        location))
+    return _outcome(search, "signatures")
+
+
+def verify_attestation(ref: str, public_keys: list[str], ctx: Context,
+                       predicate_type: str | None = None) -> list[Verified]:
+    """``cosign verify-attestation --key [--type]``: ``.att`` layers and attestation bundles."""
+    wanted = resolve_predicate_type(predicate_type)
+    keys = _keys(public_keys, ctx)
+    client, image = _client_and_image(ref, ctx)
+    target = f"{image.name}@{image.digest}"
+    search = _Search(target)
+    repo = _signature_repo(image, ctx)
+    sources: list[tuple[bytes | None, str, str, str, dict[str, Any] | None]] = []
+    for index, layer, location in _legacy_layers(client, repo, image, "att", search):
+        cert = (layer.get("annotations") or {}).get("dev.sigstore.cosign/certificate") or ""
+        sources.append((None, "legacy-att", f"{location} layer {index}", cert, layer))
+    for bundle, layout, location in _bundles(client, image, search, want_signatures=False):
+        try:
+            envelope, cert = _bundle_envelope(bundle)
+        except VerificationError as exc:
+            search.fail(location, exc)
+            continue
+        sources.append((envelope, layout, location, cert, None))
+    for envelope, layout, where, cert, layer in sources:
+        try:
+            if envelope is None and layer is not None:
+                envelope = client.get_blob(repo, str(layer.get("digest")))
+            payload_type, payload, key_id = _verify_dsse(keys, envelope or b"")
+            statement = check_statement(payload_type, payload, image.digest, wanted)
+        except _PredicateMismatchError as exc:
+            search.mismatched_types.append(str(exc))
+            continue
+        except (VerificationError, Error) as exc:
+            search.fail(where, exc)
+            continue
+        search.verified.append(Verified(target, layout, payload_type, payload, statement, key_id, cert,
+                                        where))
+    if not search.verified and search.mismatched_types:
+        found = ", ".join(sorted(set(search.mismatched_types)))
+        raise NoMatchingSignatureError(
+            f"{target}: no verified attestation has predicate type {wanted} (found {found})")
+    return _outcome(search, "attestations")
+
+
+def _outcome(search: _Search, what: str) -> list[Verified]:
+    if search.verified:
+        return search.verified
+    if not search.found:
+        raise NoSignatureError(f"no {what} found for {search.image}")
+    more = len(search.failures) - 3
+    shown = "; ".join(search.failures[:3]) + (f"; … {more} more" if more > 0 else "")
+    raise NoMatchingSignatureError(f"none of the {search.found} {what} for {search.image} verified: {shown}")
+
+
+# -- runs and the file store -------------------------------------------------------------------------
+
+def _verify_stored(keys: list[tuple[str, str]], payload: bytes, signature: bytes, ref: str, layout: str,
+                   location: str, cert: str) -> Verified:
+    """One stored ``(payload, signature)`` pair: a DSSE envelope or a raw DER signature."""
+    if signature.lstrip()[:1] == b"{":
+        payload_type, inner, key_id = _verify_dsse(keys, signature)
+        if payload and inner != payload:
+            raise VerificationError("the stored payload differs from the signed envelope's payload")
+        statement = check_statement(payload_type, inner, None, None) if payload_type == INTOTO_PAYLOAD_TYPE \
+            else None
+        return Verified(ref, layout, payload_type, inner, statement, key_id, cert, location)
+    key_id = _verify_raw(keys, signature, payload)
+    if key_id is None:
+        raise NoMatchingSignatureError("signature does not verify with the given key(s)")
+    try:
+        doc = check_simplesigning(payload, None)
+    except VerificationError:
+        return Verified(ref, layout, "application/octet-stream", payload, None, key_id, cert, location)
+    critical = doc["critical"]
+    image = (critical.get("identity") or {}).get("docker-reference", "")
+    digest = (critical.get("image") or {}).get("docker-manifest-digest", "")
+    return Verified(f"{image}@{digest}" if image else ref, layout, SIMPLESIGNING_PAYLOAD_TYPE, payload, None,
+                    key_id, cert, location)
+
+
+def _run_objects(obj: RunSnapshot | dict[str, Any]) -> list[dict[str, Any]]:
+    if isinstance(obj, RunSnapshot):
+        return [obj.run, *obj.task_runs]
+    if isinstance(obj, dict) and "pipelineRun" in obj:
+        return [obj["pipelineRun"], *(obj.get("taskRuns") or [])]
+    if isinstance(obj, dict) and isinstance(obj.get("run"), dict):
+        return [obj["run"], *(obj.get("taskRuns") or [])]
+    if isinstance(obj, dict):
+        return [obj]
+    raise InputError("verify run: expected a run object or a snapshot")
+
+
+def _decode_annotation(value: str, key: str) -> bytes:
+    try:
+        return b64decode(value)
+    except ValueError:
+        raise VerificationError(f"annotation {key} is not base64") from None
+
+
+def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[str], ctx: Context,
+               ) -> list[Verified]:
+    """Chains' ``tekton`` annotations on a run (and a snapshot's child TaskRuns): every
+    ``chains.tekton.dev/signature-<key>`` must verify over ``payload-<key>``."""
+    keys = _keys(public_keys, ctx)
+    verified: list[Verified] = []
+    failures: list[str] = []
+    names: list[str] = []
+    for run in _run_objects(snapshot_or_obj):
+        md = run.get("metadata") or {}
+        snap = RunSnapshot(run)
+        name = f"{snap.kind.lower()}/{md.get('namespace', '')}/{md.get('name', '')}"
+        names.append(name)
+        annotations = md.get("annotations") or {}
+        for key, value in sorted(annotations.items()):
+            if not key.startswith(_ANNOTATION_PREFIX + "signature-"):
+                continue
+            short = key[len(_ANNOTATION_PREFIX + "signature-"):]
+            payload_key = f"{_ANNOTATION_PREFIX}payload-{short}"
+            where = f"{name} {key}"
+            try:
+                if payload_key not in annotations:
+                    raise VerificationError(f"no {payload_key} annotation next to the signature")
+                signature = _decode_annotation(value, key)
+                payload = _decode_annotation(annotations[payload_key], payload_key)
+                cert_raw = annotations.get(f"{_ANNOTATION_PREFIX}cert-{short}") or ""
+                cert = _decode_annotation(cert_raw, "cert").decode(errors="replace") if cert_raw else ""
+                verified.append(_verify_stored(keys, payload, signature, name, "annotations", key, cert))
+            except (VerificationError, Error) as exc:
+                failures.append(f"{where}: {exc}")
+    return _strict_outcome(verified, failures, " and ".join(names) or "the run",
+                           "chains.tekton.dev/signature-* annotations")
+
+
+def verify_file_store(directory: Path, public_keys: list[str], ctx: Context) -> list[Verified]:
+    """Every ``<shortKey>.signature`` under ``directory`` (the ``file`` backend's layout) must verify."""
+    keys = _keys(public_keys, ctx)
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError(f"file store {root} is not a directory")
+    verified: list[Verified] = []
+    failures: list[str] = []
+    for sig_path in sorted(root.rglob("*.signature")):
+        payload_path = sig_path.with_suffix(".payload")
+        try:
+            if not payload_path.is_file():
+                raise VerificationError(f"no {payload_path.name} next to the signature")
+            signature = sig_path.read_bytes()
+            payload = payload_path.read_bytes()
+            if signature.lstrip()[:1] != b"{":
+                signature = _decode_annotation(signature.decode(errors="replace"), sig_path.name)
+            cert_path = sig_path.with_suffix(".cert")
+            cert = cert_path.read_text(errors="replace") if cert_path.is_file() else ""
+            verified.append(_verify_stored(keys, payload, signature, str(sig_path), "file", str(sig_path),
+                                           cert))
+        except (VerificationError, Error, OSError) as exc:
+            failures.append(f"{sig_path}: {exc}")
+    return _strict_outcome(verified, failures, str(root), "*.signature files")
+
+
+def _strict_outcome(verified: list[Verified], failures: list[str], what: str, kind: str) -> list[Verified]:
+    if failures:
+        shown = "; ".join(failures[:3]) + (f"; … {len(failures) - 3} more" if len(failures) > 3 else "")
+        total = len(failures) + len(verified)
+        raise NoMatchingSignatureError(f"{len(failures)} of {total} signatures in {what} did not verify: "
+                                       f"{shown}")
+    if not verified:
+        raise NoSignatureError(f"no {kind} found in {what}")
+    return verified
+
+
+# -- policy and output -------------------------------------------------------------------------------
+
+def apply_policy(path: Path, verified: list[Verified]) -> Any:
+    """Evaluate a policy file on ``verified``; returns the ``PolicyResult`` (the caller prints, then
+    raises :class:`PolicyViolation` when it did not pass)."""
+    from chainmail.policy import evaluate, load_policy
+
+    return evaluate(load_policy(path), verified)
+
+
+def layouts_found(verified: list[Verified]) -> dict[str, int]:
+    """How many verified payloads came from each layout."""
+    out: dict[str, int] = {}
+    for v in verified:
+        out[v.layout] = out.get(v.layout, 0) + 1
+    return out

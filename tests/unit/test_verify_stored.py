@@ -1,0 +1,210 @@
+"""verify without a registry: Chains' run annotations, the file store, and the claim checks."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from chainmail.context import Context
+from chainmail.errors import InputError, NoMatchingSignatureError, NoSignatureError, VerificationError
+from chainmail.models import INTOTO_PAYLOAD_TYPE, RunSnapshot
+from chainmail.verify import (
+    PREDICATE_TYPES,
+    check_simplesigning,
+    check_statement,
+    resolve_predicate_type,
+    verify_file_store,
+    verify_run,
+)
+
+KEY_ID = "SHA256:yHmPkfSLBAYYd1fCfqLVYNH+Bo0NtuhBak9kXqPO7Po"
+DIGEST = "sha256:188ae09dffb4c2cb330a39e3dc0caad338ed549f5a948812524ab33338daa9cb"
+
+
+@pytest.fixture(scope="module")
+def fixtures(shared: Path) -> Path:
+    return shared / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def pub(fixtures: Path) -> str:
+    return (fixtures / "chains-run" / "cosign.pub").read_text()
+
+
+@pytest.fixture(scope="module")
+def other_pub(fixtures: Path) -> str:
+    return (fixtures / "cosign-keys" / "ecdsa-p256-empty-password" / "cosign.pub").read_text()
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_predicate_type_shorthands() -> None:
+    assert resolve_predicate_type("slsaprovenance") == "https://slsa.dev/provenance/v0.2"
+    assert resolve_predicate_type("slsaprovenance02") == "https://slsa.dev/provenance/v0.2"
+    assert resolve_predicate_type("slsaprovenance1") == "https://slsa.dev/provenance/v1"
+    assert resolve_predicate_type("https://example.com/p/v1") == "https://example.com/p/v1"
+    assert resolve_predicate_type(None) is None and resolve_predicate_type("") is None
+    assert "custom" in PREDICATE_TYPES
+    with pytest.raises(InputError):
+        resolve_predicate_type("slsa")
+
+
+def test_claim_checks() -> None:
+    payload = json.dumps({"critical": {"identity": {"docker-reference": "r"},
+                                       "image": {"docker-manifest-digest": DIGEST},
+                                       "type": "cosign container image signature"}, "optional": None}).encode()
+    assert check_simplesigning(payload, DIGEST)["critical"]["image"]["docker-manifest-digest"] == DIGEST
+    with pytest.raises(VerificationError, match="not for image"):
+        check_simplesigning(payload, "sha256:" + "0" * 64)
+    with pytest.raises(VerificationError, match="critical.type"):
+        check_simplesigning(payload.replace(b"cosign container", b"other"), DIGEST)
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v1", "predicateType": "https://slsa.dev/provenance/v1",
+                            "subject": [{"name": "r", "digest": {"sha256": DIGEST[7:]}}], "predicate": {}}).encode()
+    assert check_statement(INTOTO_PAYLOAD_TYPE, statement, DIGEST, "https://slsa.dev/provenance/v1")
+    with pytest.raises(VerificationError, match="payloadType"):
+        check_statement("text/plain", statement, DIGEST, None)
+    with pytest.raises(VerificationError, match="no subject"):
+        check_statement(INTOTO_PAYLOAD_TYPE, statement, "sha256:" + "1" * 64, None)
+    with pytest.raises(VerificationError):
+        check_statement(INTOTO_PAYLOAD_TYPE, statement, DIGEST, "https://slsa.dev/provenance/v0.2")
+
+
+def test_verify_run_chains_taskrun(fixtures: Path, pub: str) -> None:
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    verified = verify_run(run, [pub], Context())
+    assert len(verified) == 1
+    v = verified[0]
+    assert v.layout == "annotations" and v.ref == "taskrun/demo/build-app"
+    assert v.payload_type == INTOTO_PAYLOAD_TYPE and v.key_id == KEY_ID
+    assert v.statement is not None and v.predicate_type == "https://slsa.dev/provenance/v0.2"
+    assert v.location.startswith("chains.tekton.dev/signature-taskrun-")
+    assert json.loads(json.dumps(v.to_json()))["predicateType"] == v.predicate_type
+
+
+def test_verify_run_pipelinerun_with_children(fixtures: Path, pub: str) -> None:
+    fx = fixtures / "chains-pipelinerun"
+    snap = RunSnapshot(_load(fx / "pipelinerun-after-chains.json"),
+                       [_load(fx / f"taskrun-{n}-after-chains.json") for n in ("clone", "build", "scan")])
+    verified = verify_run(snap, [pub], Context())
+    assert [v.ref.split("/")[0] for v in verified] == ["pipelinerun", "taskrun", "taskrun", "taskrun"]
+    assert {v.predicate_type for v in verified} == {"https://slsa.dev/provenance/v1"}
+
+
+def test_verify_run_rejects_tampering(fixtures: Path, pub: str, other_pub: str) -> None:
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    with pytest.raises(NoMatchingSignatureError):
+        verify_run(run, [other_pub], Context())
+    ann = run["metadata"]["annotations"]
+    sig_key = next(k for k in ann if k.startswith("chains.tekton.dev/signature-"))
+    pay_key = sig_key.replace("signature-", "payload-")
+    # the payload annotation edited: it no longer matches the signed envelope
+    edited = copy.deepcopy(run)
+    statement = json.loads(base64.b64decode(ann[pay_key]))
+    statement["predicate"]["builder"]["id"] = "https://evil.example"
+    edited["metadata"]["annotations"][pay_key] = base64.b64encode(json.dumps(statement).encode()).decode()
+    with pytest.raises(NoMatchingSignatureError, match="differs"):
+        verify_run(edited, [pub], Context())
+    # the envelope's payload edited
+    envelope = json.loads(base64.b64decode(ann[sig_key]))
+    envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    edited = copy.deepcopy(run)
+    edited["metadata"]["annotations"][sig_key] = base64.b64encode(json.dumps(envelope).encode()).decode()
+    with pytest.raises(NoMatchingSignatureError):
+        verify_run(edited, [pub], Context())
+    # no annotations at all
+    bare = copy.deepcopy(run)
+    bare["metadata"]["annotations"] = {}
+    with pytest.raises(NoSignatureError):
+        verify_run(bare, [pub], Context())
+    # either key may verify
+    assert len(verify_run(run, [other_pub, pub], Context())) == 1
+
+
+def test_verify_file_store_round_trip(tmp_path: Path, fixtures: Path, pub: str) -> None:
+    """The file backend's layout, written from Chains' own signed payloads, verifies; an edit does not."""
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    ann = run["metadata"]["annotations"]
+    sig_key = next(k for k in ann if k.startswith("chains.tekton.dev/signature-"))
+    short = sig_key.removeprefix("chains.tekton.dev/signature-")
+    run_dir = tmp_path / "taskrun-demo-build-app"
+    run_dir.mkdir()
+    (run_dir / f"{short}.signature").write_bytes(base64.b64decode(ann[sig_key]))
+    (run_dir / f"{short}.payload").write_bytes(base64.b64decode(ann[sig_key.replace("signature-", "payload-")]))
+    # an image signature, as the file backend writes it: base64 of the DER signature
+    sig_manifest = json.loads((fixtures / "chains-run" / "sig-manifest.json").read_text())
+    (run_dir / "188ae09dffb4.signature").write_text(
+        sig_manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"])
+    (run_dir / "188ae09dffb4.payload").write_bytes((fixtures / "chains-run" / "sig-layer0.json").read_bytes())
+    verified = verify_file_store(tmp_path, [pub], Context())
+    assert sorted(v.payload_type for v in verified) == sorted(
+        [INTOTO_PAYLOAD_TYPE, "application/vnd.dev.cosign.simplesigning.v1+json"])
+    image = next(v for v in verified if v.statement is None)
+    assert image.ref == f"127.0.0.1:5000/demo/app@{DIGEST}" and image.layout == "file"
+    (run_dir / "188ae09dffb4.payload").write_bytes(
+        (fixtures / "chains-run" / "sig-layer0.json").read_bytes().replace(b"demo/app", b"demo/xyz"))
+    with pytest.raises(NoMatchingSignatureError, match="1 of 2"):
+        verify_file_store(tmp_path, [pub], Context())
+    with pytest.raises(NoSignatureError):
+        verify_file_store(_empty(tmp_path), [pub], Context())
+    with pytest.raises(InputError):
+        verify_file_store(tmp_path / "missing", [pub], Context())
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty-store"
+    path.mkdir()
+    return path
+
+
+def test_keys_are_required(fixtures: Path) -> None:
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    with pytest.raises(InputError):
+        verify_run(run, [], Context())
+
+
+def test_key_sources_are_loaded(fixtures: Path) -> None:
+    """A key directory or .pub path works as well as PEM text (through chainmail.signing.load_public_key)."""
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    assert verify_run(run, [str(fixtures / "chains-run" / "cosign.pub")], Context())
+    assert verify_run(run, [str(fixtures / "cosign-keys" / "ecdsa-p256-password")], Context())
+
+
+def test_cli_verify_run_from_cluster(kube_api, fixtures: Path, pub: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`chainmail verify run NAME -n NS` reads the run from the API (TaskRun first, then PipelineRun)."""
+    from chainmail._cli import main
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    taskrun = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    pipelinerun = _load(fixtures / "chains-pipelinerun" / "pipelinerun-after-chains.json")
+    for obj, kind in ((taskrun, "TaskRun"), (pipelinerun, "PipelineRun")):
+        obj.setdefault("apiVersion", "tekton.dev/v1")
+        obj.setdefault("kind", kind)
+        kube_api.add(obj)
+    kubeconfig = kube_api.kubeconfig(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            main(["verify", "run", *args, "--key", pub, "--kubeconfig", str(kubeconfig)])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = run("build-app", "-n", "demo")
+    assert code == 0, err
+    assert "taskrun/demo/build-app" in out
+    code, out, err = run("release-run", "-n", "release")
+    assert code == 0, err
+    assert "pipelinerun/release/release-run" in out
+    code, _out, err = run("release-run", "-n", "release", "--kind", "taskrun")
+    assert code == 20, err  # NotFoundError
+    code, _out, err = run("--from-file", str(fixtures / "chains-run" / "taskrun-after-chains.json"), "-o", "json")
+    assert code == 0 and json.loads(_out)["layouts"] == {"annotations": 1}
