@@ -29,9 +29,11 @@ outage; without it the outage starts cleanly between requests. :meth:`FaultProxy
 ends it on a timer; :meth:`FaultProxy.arm_outage` starts one the moment a matching request has
 reached upstream, so that request's answer is lost for certain.
 
-Counters (:meth:`FaultProxy.stats`): requests read, forwarded and answered, faults by kind,
-connections and outage rejections; :attr:`FaultProxy.events` keeps the last faults (for a
-``lost`` write, its body too, so a test can tell which write was repeated).
+Counters (:meth:`FaultProxy.stats`): requests read, forwarded and answered, faults by kind
+(``outage-cut`` for the answer an armed outage threw away), connections and outage rejections;
+``retried-faults`` is how many requests a correct client had to send again.
+:attr:`FaultProxy.events` keeps the last faults (for a ``lost`` write, its body too, so a test
+can tell which write was repeated). Scripted faults: :meth:`FaultProxy.add_rule`.
 
 Bounded: the accept loop polls a stop flag, client connections time out when idle, upstream
 calls have a timeout, and the proxy stops itself after ``max_lifetime`` seconds and at fixture
@@ -501,10 +503,11 @@ class FaultProxy:
                 sock, _addr = listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                if self._stopping.is_set() or self._listener is not listener:
-                    continue
-                raise
+            except OSError:  # closed for an outage or a stop, or out of descriptors: look again shortly
+                if not (self._stopping.is_set() or self._listener is not listener):
+                    self._count("accept-errors")
+                    self._stopping.wait(0.05)
+                continue
             self._count("connections")
             with self._lock:
                 crowded = len(self._clients) >= self.max_connections

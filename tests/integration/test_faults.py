@@ -187,7 +187,7 @@ def test_sweep_outlasts_a_60_second_registry_outage(registry, kube_api, fault_pr
                 reg_proxy.outage_for(OUTAGE_SECONDS, cut_in_flight=False).join(OUTAGE_SECONDS + 5)
                 outage["end"] = time.monotonic()
                 return
-            done.wait(0.01)
+            done.wait(0.05)
 
     watcher = threading.Thread(target=start_outage_after_the_first_runs, daemon=True)
     started = time.monotonic()

@@ -433,3 +433,28 @@ def test_auth_registry_needs_credentials(auth_registry: RegistryServer, key_dir:
     with_config = Context(config=Config(), key=str(key_dir), docker_config=cfg.parent)
     [again] = store(signed, with_config, run_snapshot)
     assert again.existing
+
+
+def test_settle_re_adds_a_dropped_layer(registry: RegistryServer, key_dir: Path, run_snapshot: RunSnapshot) -> None:
+    """A writer that read the tag before our PUT overwrites it after: the read-back puts our layer back."""
+    from chainmail._internal.registry import Reference, RegistryClient
+
+    ref = push_test_image(registry, "race/settle", "settle")
+    ctx = context(key_dir)
+    ours, theirs = _distinct_signatures(ref, 2, ctx, run_snapshot)
+    client = RegistryClient()
+    repo = Reference.parse(ref).with_tag("")
+    tag = sig_tag(ref, "att")
+    blob, media_type, annotations = oci_mod.layer_for(ours)
+    written = oci_mod.append_layer(client, repo, tag, blob, media_type, annotations)
+    assert not written.existed
+    # the other writer's manifest, built from the empty tag it had read, lands after ours
+    other_blob, _, other_annotations = oci_mod.layer_for(theirs)
+    layer = {**client.push_blob(repo, other_blob, media_type), "annotations": other_annotations}
+    config = client.push_blob(repo, oci_mod.ggcr_config([layer["digest"]]), oci_mod.OCI_CONFIG)
+    client.put_manifest(repo, tag, oci_mod.image_manifest(config, [layer]), oci_mod.OCI_MANIFEST)
+    [final] = oci_mod.settle(client, [written])
+    assert final.digest != written.digest
+    _check_all_present(registry, "race/settle", tag, [theirs, ours])
+    # nothing to do when the tag still holds our write
+    assert oci_mod.settle(client, [final]) == [final]

@@ -15,6 +15,7 @@ the same snapshot and config give byte-identical payloads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Literal
@@ -164,10 +165,12 @@ def _create(
         log.info("artifacts.%s is disabled (signer none or no storage); no %s attestation", kind, kind)
     if kind == "taskrun" and config.enabled("oci"):
         signer = get_formatter(config.format("oci"), config)
+        # In sigstore-bundle mode an image signature travels as a DSSE envelope whose
+        # payloadType is the simple-signing type (what Chains and cosign v3 write).
+        bundle = config.get("storage.oci.encoding-format") == "sigstore-bundle"
         for image in oci_images(view.results):
-            payloads.append(
-                signer.payload(image_artifact(image, snapshot.ref), snapshot, provisional=provisional)
-            )
+            payload = signer.payload(image_artifact(image, snapshot.ref), snapshot, provisional=provisional)
+            payloads.append(dataclasses.replace(payload, wrap=True) if bundle else payload)
     return payloads
 
 
