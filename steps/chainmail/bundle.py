@@ -122,9 +122,9 @@ def _yaml_loader() -> type:
 
 def _documents(content: str, source: str) -> list[bytes]:
     """The JSON bytes of each document in ``content`` (YAML stream or concatenated JSON values)."""
-    text = content.strip()
     out: list[bytes] = []
-    if text.startswith("{"):
+    if content.lstrip().startswith("{"):
+        text = content.strip()
         decoder = json.JSONDecoder()
         pos = 0
         while pos < len(text):
@@ -139,8 +139,8 @@ def _documents(content: str, source: str) -> list[bytes]:
         return out
     import yaml
 
-    try:
-        docs = list(yaml.load_all(text, Loader=_yaml_loader()))
+    try:  # the text as written: stripping it would cut the final newline of a trailing block scalar
+        docs = list(yaml.load_all(content, Loader=_yaml_loader()))
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
     for doc in docs:

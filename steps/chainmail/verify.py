@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,8 @@ from chainmail.errors import (
     InputError,
     NoMatchingSignatureError,
     NoSignatureError,
+    RegistryAuthError,
+    RegistryUnreachableError,
     TagNotFoundError,
     VerificationError,
 )
@@ -194,6 +197,37 @@ def _json(data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
+#: Registry failures that abort verification instead of counting as a signature that did not verify.
+_FATAL = (RegistryAuthError, RegistryUnreachableError)
+
+#: Errors a malformed stored document can raise while it is picked apart; reported as a failed check.
+_MALFORMED = (ValueError, TypeError, AttributeError, KeyError, IndexError, UnicodeDecodeError)
+
+#: Sigstore bundle media types (v0.1–v0.3), exactly as the bundle spec spells them.
+BUNDLE_MEDIA_TYPES = frozenset({
+    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+})
+
+
+def _layer_annotations(layer: dict[str, Any]) -> dict[str, Any]:
+    annotations = layer.get("annotations")
+    if annotations is None:
+        return {}
+    if not isinstance(annotations, dict):
+        raise VerificationError("layer annotations are not an object")
+    return annotations
+
+
+def _text_annotation(annotations: dict[str, Any], key: str) -> str:
+    value = annotations.get(key, "")
+    if not isinstance(value, str):
+        raise VerificationError(f"annotation {key} is not a string")
+    return value
+
+
 def check_simplesigning(payload: bytes, image_digest: str | None) -> dict[str, Any]:
     """cosign's claim checks on a simple-signing payload; returns it parsed."""
     doc = _json(payload, "simple-signing payload")
@@ -282,7 +316,10 @@ def _legacy_layers(client: RegistryClient, repo: Reference, image: Reference, su
     location = f"{repo.name}:{tag}"
     try:
         layers = _json(got[0], f"{location} manifest").get("layers") or []
+        if not isinstance(layers, list):
+            raise VerificationError("manifest 'layers' is not a list")
     except VerificationError as exc:
+        search.found += 1
         search.fail(location, exc)
         return []
     out = [(i, layer, location) for i, layer in enumerate(layers) if isinstance(layer, dict)]
@@ -299,19 +336,19 @@ def _bundles(client: RegistryClient, image: Reference, search: _Search, want_sig
     descs, layout = referrer_descriptors(client, repo, image.digest)
     out = []
     for desc in descs:
-        digest = str(desc.get("digest") or "")
-        location = f"{repo.name}@{digest}"
-        annotated = (desc.get("annotations") or {}).get(ANN_BUNDLE_PREDICATE)
-        if annotated is not None and (annotated == SIGN_PREDICATE) != want_signatures:
-            continue
-        got = client.get_manifest(repo.with_digest(digest))
-        if got is None:
-            search.found += 1
-            search.fail(location, "referrer manifest is missing")
-            continue
+        location = f"{repo.name}@{desc.get('digest')}"
         try:
+            annotations = desc.get("annotations") or {}
+            annotated = annotations.get(ANN_BUNDLE_PREDICATE) if isinstance(annotations, dict) else None
+            if annotated is not None and (annotated == SIGN_PREDICATE) != want_signatures:
+                continue
+            got = client.get_manifest(repo.with_digest(_digest_of(desc)))
+            if got is None:
+                search.found += 1
+                raise VerificationError("referrer manifest is missing")
             manifest = _json(got[0], "referrer manifest")
-            predicate = (manifest.get("annotations") or {}).get(ANN_BUNDLE_PREDICATE)
+            annotations = manifest.get("annotations") or {}
+            predicate = annotations.get(ANN_BUNDLE_PREDICATE) if isinstance(annotations, dict) else None
             if predicate is not None and (predicate == SIGN_PREDICATE) != want_signatures:
                 continue
             search.found += 1
@@ -321,16 +358,32 @@ def _bundles(client: RegistryClient, image: Reference, search: _Search, want_sig
                       and x.get("mediaType") == BUNDLE_TYPE]
             if not layers:
                 raise VerificationError("referrer has no Sigstore bundle layer")
-            bundle = _json(client.get_blob(repo, str(layers[0].get("digest"))), "Sigstore bundle")
+            bundle = _json(client.get_blob(repo, _digest_of(layers[0])), "Sigstore bundle")
+        except _FATAL:
+            raise
         except (VerificationError, Error) as exc:
             search.fail(location, exc)
+            continue
+        except _MALFORMED as exc:
+            search.found += 1
+            search.fail(location, f"malformed referrer ({type(exc).__name__})")
             continue
         out.append((bundle, layout, location))
     return out
 
 
+def _digest_of(desc: dict[str, Any]) -> str:
+    digest = desc.get("digest")
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        raise VerificationError("descriptor has no sha256 digest")
+    return digest
+
+
 def _bundle_envelope(bundle: dict[str, Any]) -> tuple[bytes, str]:
     """The DSSE envelope JSON and the certificate PEM ("" for key-based) of a bundle."""
+    media_type = bundle.get("mediaType")
+    if media_type not in BUNDLE_MEDIA_TYPES:
+        raise VerificationError(f"not a Sigstore bundle: mediaType {media_type!r}")
     env = bundle.get("dsseEnvelope")
     if not isinstance(env, dict):
         kind = "message signature" if "messageSignature" in bundle else "no DSSE envelope"
@@ -358,19 +411,25 @@ def verify_image(ref: str, public_keys: list[str], ctx: Context) -> list[Verifie
     for index, layer, location in _legacy_layers(client, repo, image, "sig", search):
         where = f"{location} layer {index}"
         try:
-            annotation = (layer.get("annotations") or {}).get("dev.cosignproject.cosign/signature") or ""
+            annotations = _layer_annotations(layer)
+            annotation = _text_annotation(annotations, "dev.cosignproject.cosign/signature")
             if not annotation:
                 raise VerificationError("layer has no signature annotation")
             signature = b64decode(annotation)
-            payload = client.get_blob(repo, str(layer.get("digest")))
+            payload = client.get_blob(repo, _digest_of(layer))
             key_id = _verify_raw(keys, signature, payload)
             if key_id is None:
                 raise NoMatchingSignatureError("signature does not verify with the given key(s)")
             check_simplesigning(payload, image.digest)
-        except (VerificationError, Error, ValueError) as exc:
+            cert = _text_annotation(annotations, "dev.sigstore.cosign/certificate")
+        except _FATAL:
+            raise
+        except (VerificationError, Error) as exc:
             search.fail(where, exc)
             continue
-        cert = (layer.get("annotations") or {}).get("dev.sigstore.cosign/certificate") or ""
+        except _MALFORMED as exc:
+            search.fail(where, f"malformed signature layer ({type(exc).__name__})")
+            continue
         search.verified.append(Verified(target, "legacy-sig", SIMPLESIGNING_PAYLOAD_TYPE, payload, None,
                                         key_id, cert, where))
     for bundle, layout, location in _bundles(client, image, search, want_signatures=True):
@@ -382,8 +441,13 @@ def verify_image(ref: str, public_keys: list[str], ctx: Context) -> list[Verifie
                 check_simplesigning(payload, image.digest)
             else:
                 statement = check_statement(payload_type, payload, image.digest, SIGN_PREDICATE)
+        except _FATAL:
+            raise
         except (VerificationError, Error) as exc:
             search.fail(location, exc)
+            continue
+        except _MALFORMED as exc:
+            search.fail(location, f"malformed bundle ({type(exc).__name__})")
             continue
         search.verified.append(Verified(target, layout, payload_type, payload, statement, key_id, cert,
                                         location))
@@ -401,7 +465,11 @@ def verify_attestation(ref: str, public_keys: list[str], ctx: Context,
     repo = _signature_repo(image, ctx)
     sources: list[tuple[bytes | None, str, str, str, dict[str, Any] | None]] = []
     for index, layer, location in _legacy_layers(client, repo, image, "att", search):
-        cert = (layer.get("annotations") or {}).get("dev.sigstore.cosign/certificate") or ""
+        try:
+            cert = _text_annotation(_layer_annotations(layer), "dev.sigstore.cosign/certificate")
+        except VerificationError as exc:
+            search.fail(f"{location} layer {index}", exc)
+            continue
         sources.append((None, "legacy-att", f"{location} layer {index}", cert, layer))
     for bundle, layout, location in _bundles(client, image, search, want_signatures=False):
         try:
@@ -409,18 +477,26 @@ def verify_attestation(ref: str, public_keys: list[str], ctx: Context,
         except VerificationError as exc:
             search.fail(location, exc)
             continue
+        except _MALFORMED as exc:
+            search.fail(location, f"malformed bundle ({type(exc).__name__})")
+            continue
         sources.append((envelope, layout, location, cert, None))
     for envelope, layout, where, cert, layer in sources:
         try:
             if envelope is None and layer is not None:
-                envelope = client.get_blob(repo, str(layer.get("digest")))
+                envelope = client.get_blob(repo, _digest_of(layer))
             payload_type, payload, key_id = _verify_dsse(keys, envelope or b"")
             statement = check_statement(payload_type, payload, image.digest, wanted)
         except _PredicateMismatchError as exc:
             search.mismatched_types.append(str(exc))
             continue
+        except _FATAL:
+            raise
         except (VerificationError, Error) as exc:
             search.fail(where, exc)
+            continue
+        except _MALFORMED as exc:
+            search.fail(where, f"malformed attestation ({type(exc).__name__})")
             continue
         search.verified.append(Verified(target, layout, payload_type, payload, statement, key_id, cert,
                                         where))
@@ -448,7 +524,7 @@ def _verify_stored(keys: list[tuple[str, str]], payload: bytes, signature: bytes
     """One stored ``(payload, signature)`` pair: a DSSE envelope or a raw DER signature."""
     if signature.lstrip()[:1] == b"{":
         payload_type, inner, key_id = _verify_dsse(keys, signature)
-        if payload and inner != payload:
+        if inner != payload:
             raise VerificationError("the stored payload differs from the signed envelope's payload")
         statement = check_statement(payload_type, inner, None, None) if payload_type == INTOTO_PAYLOAD_TYPE \
             else None
@@ -479,27 +555,95 @@ def _run_objects(obj: RunSnapshot | dict[str, Any]) -> list[dict[str, Any]]:
     raise InputError("verify run: expected a run object or a snapshot")
 
 
-def _decode_annotation(value: str, key: str) -> bytes:
+def _decode_annotation(value: object, key: str) -> bytes:
+    if not isinstance(value, str):
+        raise VerificationError(f"annotation {key} is not a string")
     try:
         return b64decode(value)
     except ValueError:
         raise VerificationError(f"annotation {key} is not base64") from None
 
 
+_IMAGE_KEY = re.compile(r"^[0-9a-f]{12}$")
+
+
+def _same_time(a: object, b: object) -> bool:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(a).replace("Z", "+00:00")) == datetime.fromisoformat(
+            str(b).replace("Z", "+00:00"))
+    except ValueError:
+        return str(a) == str(b)
+
+
+def check_run_binding(short_key: str, run_kind: str, uid: str, item: Verified, started: str = "") -> None:
+    """The ``<key>`` of ``signature-<key>`` must name what was signed, so another run's genuine
+    annotations pasted onto this run do not verify.
+
+    ``taskrun-<uid>``/``pipelinerun-<uid>``: this run's kind and uid, an in-toto statement whose
+    start time (SLSA v0.2 ``metadata.buildStartedOn``, v1.0 ``runDetails.metadata.startedOn``) is
+    the run's ``status.startTime`` and, for SLSA v1.0, whose ``invocationId`` is the uid. An image
+    key (12 hex): a simple-signing payload whose image digest starts with it (Chains' ShortKey).
+    The finish time is not compared: a provisional PipelineRun attestation predates it.
+    """
+    prefix, sep, rest = short_key.partition("-")
+    if sep and prefix in ("taskrun", "pipelinerun"):
+        if prefix != run_kind.lower():
+            raise VerificationError(f"key {short_key} is for a {prefix}, not for this {run_kind}")
+        if uid and rest != uid:
+            raise VerificationError(f"key {short_key} names another run (this run's uid is {uid})")
+        if item.statement is None:
+            raise VerificationError(f"key {short_key} holds {item.payload_type}, not a run attestation")
+        predicate = item.statement.get("predicate") or {}
+        details = predicate.get("runDetails")
+        metadata = details.get("metadata") if isinstance(details, dict) else predicate.get("metadata")
+        if not isinstance(metadata, dict):
+            return
+        invocation = metadata.get("invocationId", metadata.get("invocationID"))
+        if uid and invocation is not None and invocation != uid:
+            raise VerificationError(f"the statement's invocationId {invocation!r} is not this run's uid "
+                                    f"{uid}")
+        signed_start = metadata.get("startedOn", metadata.get("buildStartedOn"))
+        if started and signed_start is not None and not _same_time(signed_start, started):
+            raise VerificationError(f"the statement's start time {signed_start} is not this run's "
+                                    f"status.startTime {started}")
+        return
+    if _IMAGE_KEY.match(short_key):
+        digest = ""
+        if item.payload_type == SIMPLESIGNING_PAYLOAD_TYPE:
+            digest = str(((_json(item.payload, "payload").get("critical") or {}).get("image") or {})
+                         .get("docker-manifest-digest") or "")
+        if not digest.startswith(f"sha256:{short_key}"):
+            raise VerificationError(f"key {short_key} does not name the signed image "
+                                    f"({digest or 'no image'})")
+        return
+    raise VerificationError(f"unexpected signature key {short_key!r} (Chains writes taskrun-<uid>, "
+                            "pipelinerun-<uid> or a 12-hex image key)")
+
+
 def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[str], ctx: Context,
                ) -> list[Verified]:
     """Chains' ``tekton`` annotations on a run (and a snapshot's child TaskRuns): every
-    ``chains.tekton.dev/signature-<key>`` must verify over ``payload-<key>``."""
+    ``chains.tekton.dev/signature-<key>`` must verify over ``payload-<key>`` and be bound to the
+    run by its key (:func:`check_run_binding`)."""
     keys = _keys(public_keys, ctx)
     verified: list[Verified] = []
     failures: list[str] = []
     names: list[str] = []
     for run in _run_objects(snapshot_or_obj):
-        md = run.get("metadata") or {}
+        md = run.get("metadata") if isinstance(run, dict) else None
+        md = md if isinstance(md, dict) else {}
         snap = RunSnapshot(run)
         name = f"{snap.kind.lower()}/{md.get('namespace', '')}/{md.get('name', '')}"
+        uid = md.get("uid") if isinstance(md.get("uid"), str) else ""
+        status = run.get("status") if isinstance(run.get("status"), dict) else {}
+        started = status.get("startTime") if isinstance(status.get("startTime"), str) else ""
         names.append(name)
         annotations = md.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            failures.append(f"{name}: metadata.annotations is not an object")
+            continue
         for key, value in sorted(annotations.items()):
             if not key.startswith(_ANNOTATION_PREFIX + "signature-"):
                 continue
@@ -513,9 +657,13 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
                 payload = _decode_annotation(annotations[payload_key], payload_key)
                 cert_raw = annotations.get(f"{_ANNOTATION_PREFIX}cert-{short}") or ""
                 cert = _decode_annotation(cert_raw, "cert").decode(errors="replace") if cert_raw else ""
-                verified.append(_verify_stored(keys, payload, signature, name, "annotations", key, cert))
+                item = _verify_stored(keys, payload, signature, name, "annotations", key, cert)
+                check_run_binding(short, snap.kind, uid, item, started)
+                verified.append(item)
             except (VerificationError, Error) as exc:
                 failures.append(f"{where}: {exc}")
+            except _MALFORMED as exc:
+                failures.append(f"{where}: malformed annotation ({type(exc).__name__})")
     return _strict_outcome(verified, failures, " and ".join(names) or "the run",
                            "chains.tekton.dev/signature-* annotations")
 
@@ -539,10 +687,17 @@ def verify_file_store(directory: Path, public_keys: list[str], ctx: Context) -> 
                 signature = _decode_annotation(signature.decode(errors="replace"), sig_path.name)
             cert_path = sig_path.with_suffix(".cert")
             cert = cert_path.read_text(errors="replace") if cert_path.is_file() else ""
-            verified.append(_verify_stored(keys, payload, signature, str(sig_path), "file", str(sig_path),
-                                           cert))
+            item = _verify_stored(keys, payload, signature, str(sig_path), "file", str(sig_path), cert)
+            run_kind = sig_path.parent.name.partition("-")[0]
+            if run_kind in ("taskrun", "pipelinerun") or _IMAGE_KEY.match(sig_path.stem):
+                # the directory names the run but not its uid: the kind and image keys can be checked
+                kind = "TaskRun" if run_kind == "taskrun" else "PipelineRun"
+                check_run_binding(sig_path.stem, kind, "", item)
+            verified.append(item)
         except (VerificationError, Error, OSError) as exc:
             failures.append(f"{sig_path}: {exc}")
+        except _MALFORMED as exc:
+            failures.append(f"{sig_path}: malformed file ({type(exc).__name__})")
     return _strict_outcome(verified, failures, str(root), "*.signature files")
 
 

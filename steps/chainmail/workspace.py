@@ -67,8 +67,10 @@ class Workspace:
             raise WorkspaceError(f"{path} is missing: run the step that writes it first") from None
         try:
             doc = json.loads(raw)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise WorkspaceError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except UnicodeDecodeError:
+            raise WorkspaceError(f"{path} is not valid JSON (not UTF-8 text)") from None
         if not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION or doc.get("kind") != _KINDS[name]:
             raise WorkspaceError(f"{path} is not a chainmail {_KINDS[name]} document")
         previous = _PREVIOUS.get(name)

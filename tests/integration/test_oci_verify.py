@@ -325,3 +325,19 @@ def test_store_to_dead_registry(dead_registry_host: str, fx: Path) -> None:
     ctx.config = Config.from_mapping({"chainmail.retry.deadline-seconds": "1"})
     with pytest.raises(RegistryUnreachableError):
         store(sign([image_payload(ref, snapshot)], ctx), ctx, snapshot)
+
+
+# (a list or a number here is refused by the registry itself; test_mutations covers those in memory)
+@pytest.mark.parametrize("annotations", [{SIG_ANNOTATION: None}, {SIG_ANNOTATION: "%%% not base64"}, {}, None])
+def test_malformed_sig_layers_fail_cleanly(registry: RegistryServer, fx: Path, pub: str, annotations: object,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A malformed stored form is a verification failure (exit 12), never a crash (exit 70)."""
+    ref = registry.push_image_from_fixture(fx / "chains-run", "tamper/malformed")
+    doc = json.loads((fx / "chains-run" / "sig-manifest.json").read_text())
+    doc["layers"][0]["annotations"] = annotations
+    registry.push_raw("tamper/malformed", tag_of(ref, "sig"), json.dumps(doc).encode(),
+                      [(fx / "chains-run" / "sig-config.json").read_bytes(),
+                       (fx / "chains-run" / "sig-layer0.json").read_bytes()])
+    code, _out, err = cli(["verify", "image", ref, "--key", pub], capsys)
+    assert code in (NoMatchingSignatureError.exit_code, NoSignatureError.exit_code), err
+    assert "internal error" not in err

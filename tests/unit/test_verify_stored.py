@@ -208,3 +208,82 @@ def test_cli_verify_run_from_cluster(kube_api, fixtures: Path, pub: str, tmp_pat
     assert code == 20, err  # NotFoundError
     code, _out, err = run("--from-file", str(fixtures / "chains-run" / "taskrun-after-chains.json"), "-o", "json")
     assert code == 0 and json.loads(_out)["layouts"] == {"annotations": 1}
+
+
+def _rekey(run: dict, new_uid: str) -> dict:
+    """The run with a new uid and Chains' annotation keys renamed to it (a replayed copy)."""
+    out = copy.deepcopy(run)
+    old_uid = out["metadata"]["uid"]
+    out["metadata"]["uid"] = new_uid
+    out["metadata"]["annotations"] = {k.replace(old_uid, new_uid): v for k, v in run["metadata"]["annotations"].items()}
+    return out
+
+
+def test_run_binding(fixtures: Path, pub: str) -> None:
+    """Another run's genuine annotations pasted onto a run do not verify for it."""
+    taskrun = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    moved = copy.deepcopy(taskrun)
+    moved["metadata"]["uid"] = "0b1e55ed-0000-4000-8000-000000000001"  # keys still name the old uid
+    with pytest.raises(NoMatchingSignatureError, match="names another run"):
+        verify_run(moved, [pub], Context())
+    renamed = _rekey(taskrun, "0b1e55ed-0000-4000-8000-000000000001")
+    renamed["status"]["startTime"] = "2020-01-01T00:00:00Z"  # SLSA v0.2: bound through the start time
+    with pytest.raises(NoMatchingSignatureError, match="start time"):
+        verify_run(renamed, [pub], Context())
+    renamed["status"]["startTime"] = taskrun["status"]["startTime"].replace("Z", "+00:00")  # same instant
+    assert verify_run(renamed, [pub], Context())
+    pipelinerun = _load(fixtures / "chains-pipelinerun" / "pipelinerun-after-chains.json")
+    with pytest.raises(NoMatchingSignatureError, match="invocationId"):  # SLSA v1.0: bound through the uid
+        verify_run(_rekey(pipelinerun, "0b1e55ed-0000-4000-8000-000000000002"), [pub], Context())
+    as_taskrun = copy.deepcopy(taskrun)
+    ann = as_taskrun["metadata"]["annotations"]
+    for key in [k for k in ann if "taskrun-" in k]:
+        ann[key.replace("taskrun-", "pipelinerun-")] = ann.pop(key)
+    with pytest.raises(NoMatchingSignatureError, match="for a pipelinerun"):
+        verify_run(as_taskrun, [pub], Context())
+
+
+def test_malformed_and_emptied_annotations(fixtures: Path, pub: str) -> None:
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    ann = run["metadata"]["annotations"]
+    sig_key = next(k for k in ann if k.startswith("chains.tekton.dev/signature-"))
+    emptied = copy.deepcopy(run)
+    emptied["metadata"]["annotations"][sig_key.replace("signature-", "payload-")] = ""
+    with pytest.raises(NoMatchingSignatureError, match="differs"):
+        verify_run(emptied, [pub], Context())
+    for bad in (42, None, ["x"], {"a": 1}):
+        broken = copy.deepcopy(run)
+        broken["metadata"]["annotations"][sig_key] = bad
+        with pytest.raises(NoMatchingSignatureError):
+            verify_run(broken, [pub], Context())
+    odd = copy.deepcopy(run)
+    odd["metadata"]["annotations"]["chains.tekton.dev/signature-whatever"] = ann[sig_key]
+    odd["metadata"]["annotations"]["chains.tekton.dev/payload-whatever"] = ann[sig_key.replace("signature-",
+                                                                                                "payload-")]
+    with pytest.raises(NoMatchingSignatureError, match="unexpected signature key"):
+        verify_run(odd, [pub], Context())
+
+
+def test_file_store_image_key_must_name_the_image(tmp_path: Path, fixtures: Path, pub: str) -> None:
+    sig_manifest = json.loads((fixtures / "chains-run" / "sig-manifest.json").read_text())
+    run_dir = tmp_path / "taskrun-demo-build-app"
+    run_dir.mkdir()
+    (run_dir / "000000000000.signature").write_text(
+        sig_manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"])
+    (run_dir / "000000000000.payload").write_bytes((fixtures / "chains-run" / "sig-layer0.json").read_bytes())
+    with pytest.raises(NoMatchingSignatureError, match="does not name the signed image"):
+        verify_file_store(tmp_path, [pub], Context())
+    (run_dir / "000000000000.signature").rename(run_dir / "188ae09dffb4.signature")
+    (run_dir / "000000000000.payload").rename(run_dir / "188ae09dffb4.payload")
+    assert verify_file_store(tmp_path, [pub], Context())[0].ref.endswith(DIGEST)
+
+
+def test_bundle_media_type_is_checked() -> None:
+    from chainmail.verify import BUNDLE_MEDIA_TYPES, _bundle_envelope
+
+    env = {"payloadType": INTOTO_PAYLOAD_TYPE, "payload": "e30=", "signatures": []}
+    for media_type in sorted(BUNDLE_MEDIA_TYPES):
+        assert _bundle_envelope({"mediaType": media_type, "dsseEnvelope": env})[1] == ""
+    for bad in (None, "", "application/json", "APPLICATION/VND.DEV.SIGSTORE.BUNDLE.V0.3+JSON", 3):
+        with pytest.raises(VerificationError, match="not a Sigstore bundle"):
+            _bundle_envelope({"mediaType": bad, "dsseEnvelope": env})

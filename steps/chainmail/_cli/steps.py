@@ -21,7 +21,7 @@ from chainmail._cli._options import (
 
 if TYPE_CHECKING:
     from chainmail.context import Context
-    from chainmail.models import RunSnapshot
+    from chainmail.models import Payload, RunSnapshot, SignedPayload
 
 TaskRunOpt = Annotated[str | None, typer.Option("--taskrun", help="Name of the TaskRun to sign.")]
 PipelineRunOpt = Annotated[str | None, typer.Option("--pipelinerun", help="Name of the PipelineRun to sign.")]
@@ -105,6 +105,14 @@ def _write_results(results_dir: Path | None, values: dict[str, str]) -> None:
 
     for name, value in values.items():
         atomic_write(results_dir / name, value.encode())
+
+
+def _require_same_payloads(signed: list[SignedPayload], payloads: list[Payload]) -> None:
+    """signed.json must carry exactly the payloads of payloads.json (subjects, artifacts and all)."""
+    from chainmail.errors import WorkspaceError
+
+    if sorted((s.payload for s in signed), key=repr) != sorted(payloads, key=repr):
+        raise WorkspaceError("signed.json does not carry the payloads of payloads.json; run sign again")
 
 
 def register(app: typer.Typer) -> None:
@@ -192,6 +200,7 @@ def register(app: typer.Typer) -> None:
                            file_store=file_store)
         signed = ws.read_signed()
         snap = ws.read_snapshot()
+        _require_same_payloads(signed, ws.read_payloads())
         refs = store(signed, snap, ctx, check=True)
         path = ws.write_stored(refs)
         _write_results(results_dir, {"SIGNED": "true", "STORED": str(len(refs))})
