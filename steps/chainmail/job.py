@@ -43,6 +43,23 @@ class JobResult:
         }
 
 
+def preload_signers(ctx: Context) -> None:
+    """Load the configured signing keys now, while the process is small.
+
+    Decrypting a cosign key runs scrypt with N=65536, which needs 64 MiB by design; doing it
+    before the HTTP stack and formatters are imported keeps the process's peak memory down.
+    Problems are ignored here: they surface, with a reason on the run, when signing.
+    """
+    from chainmail.errors import Error
+    from chainmail.signing import signer_for
+
+    for kind in ("taskrun", "pipelinerun", "oci"):
+        try:
+            signer_for(kind, ctx)  # type: ignore[arg-type]
+        except Error:
+            pass
+
+
 def make_payloads(snapshot: RunSnapshot, ctx: Context, formats: list[str] | None = None,
                   *, provisional: bool = False) -> list[Payload]:
     """The ``format`` step."""

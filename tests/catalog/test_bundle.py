@@ -32,10 +32,6 @@ def test_bundle_holds_every_resource_once() -> None:
         assert layer.annotations["dev.tekton.image.apiVersion"] in ("v1", "v1beta1")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "chainmail.bundle._documents strips the file text before parsing the YAML, so a block scalar that "
-    "ends the file (every step script here) loses its final newline; tkn's sigs.k8s.io/yaml keeps it. "
-    "Remove this mark once bundle.py parses the unstripped text."))
 def test_each_layer_is_one_json_object_named_after_it() -> None:
     by_key = {(e["kind"].lower(), e["name"]): yaml.safe_load((REPO / e["path"]).read_text()) for e in ENTRIES}
     for layer in _build().layers:

@@ -47,13 +47,6 @@ OUTAGE_AFTER = 4
 #: The outage that starts while a blob upload is in flight (its length does not matter to the bug it shows).
 CUT_OUTAGE_SECONDS = 5.0
 
-LOST_UPLOAD_BUG = (
-    "BUG chainmail/_internal/registry.py RegistryClient.push_blob: when the answer to the monolithic "
-    "upload PUT (/blobs/uploads/<id>?digest=…) is lost, http.request sends the same PUT again; the "
-    "registry already closed that upload session and answers 404 BLOB_UPLOAD_UNKNOWN, which push_blob "
-    "turns into a StorageError, so the run is marked signed=failed although the blob is stored. "
-    "Expected: on a failed upload PUT, HEAD the blob (done if present) or start a new upload session.")
-
 
 @pytest.fixture
 def key(shared: Path) -> str:
@@ -117,7 +110,7 @@ def test_proxy_only_serves_loopback():
 # ------------------------------------------------------------------ 20 % faults
 
 #: Faults where the request never reaches the registry. Lost answers to registry writes have a test of
-#: their own below (they expose a bug), so the headline figure is not hidden behind an xfail.
+#: their own below.
 REGISTRY_KINDS = tuple(k for k in KINDS if k != "lost")
 
 
@@ -148,7 +141,6 @@ def test_sweep_through_20_percent_faults_signs_every_run_once(registry, kube_api
     assert result.retries["total"] >= reg_stats["retried-faults"] + api_stats["retried-faults"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOST_UPLOAD_BUG)
 def test_lost_answers_to_registry_uploads_do_not_fail_runs(registry, kube_api, fault_proxy_factory, tmp_path, key):
     reg_proxy = fault_proxy_factory(registry.host, name="registry")
     fleet = Fleet(kube_api, registry, tmp_path, image_host=reg_proxy.host, prefix="lost")
@@ -213,7 +205,6 @@ def test_sweep_outlasts_a_60_second_registry_outage(registry, kube_api, fault_pr
     assert fleet.problems(api_proxy=api_proxy) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOST_UPLOAD_BUG)
 def test_an_outage_that_cuts_an_upload_in_flight_fails_no_run(registry, kube_api, fault_proxy_factory, tmp_path,
                                                               key):
     reg_proxy = fault_proxy_factory(registry.host, name="registry")

@@ -237,6 +237,7 @@ def register(app: typer.Typer) -> None:
 
         ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, key=key, docker_config=docker_config,
                            file_store=file_store)
+        job.preload_signers(ctx)
         snap = take_snapshot(ctx, taskrun, pipelinerun, from_file, namespace, uid)
         if workspace is not None:
             ws = Workspace(workspace)

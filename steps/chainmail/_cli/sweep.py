@@ -78,13 +78,16 @@ def register(app: typer.Typer) -> None:
 
         from chainmail._cli.steps import make_context
         from chainmail.errors import InputError, StorageError
-        from chainmail.sweep import SweepOptions, load_namespace_keys, parse_duration, sweep
+        from chainmail.job import preload_signers
 
         _check_output(output)
         if namespace and all_namespaces:
             raise InputError("give either --namespace or --all-namespaces, not both")
         ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, key=key,
                            docker_config=docker_config)
+        preload_signers(ctx)
+        from chainmail.sweep import SweepOptions, load_namespace_keys, parse_duration, sweep
+
         keys = load_namespace_keys(namespace_keys if namespace_keys is not None
                                    else ctx.config.get("chainmail.namespace-keys"))
         options = SweepOptions(

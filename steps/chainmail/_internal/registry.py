@@ -72,6 +72,8 @@ _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]{32,}$")
 _SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$")
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
+#: Upload sessions :meth:`RegistryClient.push_blob` opens for one blob before giving up.
+UPLOAD_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -511,22 +513,43 @@ class RegistryClient:
 
     def push_blob(self, repo_ref: str | Reference, data: bytes,
                   media_type: str = "application/octet-stream") -> dict[str, Any]:
-        """Upload ``data`` unless present (HEAD, then monolithic POST + PUT); returns its descriptor."""
+        """Upload ``data`` unless present (HEAD, then a POST opening a session and one PUT); returns its
+        descriptor.
+
+        A lost answer to the final PUT is recovered: :func:`~chainmail._internal.http.request` sends the
+        same PUT again, and a registry that already completed the upload answers ``404
+        BLOB_UPLOAD_UNKNOWN`` (the session is closed). Any failed PUT is therefore followed by a HEAD of
+        the blob: present means the first PUT landed (the registry checked the digest), so the upload
+        succeeded; absent after a 404 means the session is gone, so a fresh one is opened, at most
+        :data:`UPLOAD_ATTEMPTS` times in all.
+        """
         r = Reference.parse(repo_ref)
         desc = descriptor(media_type, data)
-        if self.blob_exists(r, desc["digest"]):
+        digest = desc["digest"]
+        if self.blob_exists(r, digest):
             return desc
-        resp = self.call("POST", r, "blobs/uploads/", actions="pull,push", headers={"Content-Length": "0"})
-        _check(resp, r, "start blob upload", ok=(202,))
-        location = resp.headers.get("Location")
-        if not location:
-            raise StorageError(f"registry {r.name}: blob upload started without a Location")
-        location = urljoin(self.base_url(r) + "/", location)
-        sep = "&" if "?" in location else "?"
-        resp = self.call("PUT", r, "", actions="pull,push", url=f"{location}{sep}digest={desc['digest']}",
-                         headers={"Content-Type": "application/octet-stream"}, data=data)
-        _check(resp, r, f"upload blob {desc['digest']}", ok=(201, 204))
-        return desc
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            resp = self.call("POST", r, "blobs/uploads/", actions="pull,push",
+                             headers={"Content-Length": "0"})
+            _check(resp, r, "start blob upload", ok=(202,))
+            location = resp.headers.get("Location")
+            if not location:
+                raise StorageError(f"registry {r.name}: blob upload started without a Location")
+            location = urljoin(self.base_url(r) + "/", location)
+            sep = "&" if "?" in location else "?"
+            resp = self.call("PUT", r, "", actions="pull,push", url=f"{location}{sep}digest={digest}",
+                             headers={"Content-Type": "application/octet-stream"}, data=data)
+            if resp.status_code in (201, 204):
+                return desc
+            if self.blob_exists(r, digest):
+                log.info("registry %s: upload of %s answered HTTP %s, but the blob is stored (an earlier "
+                         "answer was lost)", r.name, digest, resp.status_code)
+                return desc
+            if resp.status_code != 404 or attempt == UPLOAD_ATTEMPTS:
+                _check(resp, r, f"upload blob {digest}", ok=(201, 204))
+            log.info("registry %s: upload session for %s is gone (HTTP 404) and the blob is not stored; "
+                     "starting a new upload (attempt %d of %d)", r.name, digest, attempt + 1, UPLOAD_ATTEMPTS)
+        raise StorageError(f"registry {r.name}: upload blob {digest} failed after {UPLOAD_ATTEMPTS} attempts")
 
     def get_blob(self, repo_ref: str | Reference, digest: str) -> bytes:
         """The blob's bytes, checked against ``digest``."""
