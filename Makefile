@@ -54,7 +54,7 @@ images: ## build the step image (needs docker or podman)
 	$${CONTAINER_ENGINE:-docker} build -f images/chainmail/Containerfile -t chainmail:dev .
 
 bundles: $(BIN)/chainmail ## push the Tekton bundle: make bundles BUNDLE=registry/chainmail/bundle:0.1.0
-	$(BIN)/chainmail catalog bundle push $(BUNDLE) $(addprefix -f ,$(wildcard tasks/*/*.yaml))
+	$(BIN)/chainmail catalog bundle push $(BUNDLE) $$(sed -n "s/^ *path: /-f /p" catalog.yaml)
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results/*.tmp

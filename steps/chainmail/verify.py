@@ -16,6 +16,11 @@ signature verified, as :class:`Verified` records; check ``payload_type`` before 
 - :func:`verify_attestation` (``cosign verify-attestation --key [--type]``): ``.att`` layers and
   bundles; the DSSE payload type must be in-toto, a subject's sha256 must be the image digest, and
   with ``predicate_type`` the statement's ``predicateType`` must match.
+- Both take ``identity=`` (an :class:`~chainmail.identity.IdentityPolicy`) instead of keys for
+  keyless signatures (``cosign verify --certificate-identity … --certificate-oidc-issuer …``):
+  ``.sig``/``.att`` layers are checked by :mod:`chainmail.identity` against ``trusted_root`` (the
+  leaf from ``dev.sigstore.cosign/certificate``, intermediates from ``…/chain``, the signing time
+  from the Rekor SET in ``…/bundle`` when there is one, else now), bundles by sigstore-python.
 - :func:`verify_run` (``cosign verify-blob[-attestation]`` on Chains' ``tekton`` annotations) and
   :func:`verify_file_store` (the ``file`` backend).
 
@@ -25,7 +30,8 @@ Run annotations and file stores are chainmail's own records of what was signed, 
 
 Errors (exit codes as cosign): :class:`NoSignatureError` (10) when nothing is stored,
 :class:`TagNotFoundError` (11) when the image does not exist, :class:`NoMatchingSignatureError`
-(12) when nothing verifies.
+(12) when nothing verifies, :class:`NoCertificateError` (13) when an identity was asked for and
+every stored signature failed for want of a certificate (they were made with a key).
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 from chainmail._internal.encoding import b64decode, b64encode
 from chainmail.errors import (
+    ConfigError,
     Error,
     InputError,
+    NoCertificateError,
     NoMatchingSignatureError,
     NoSignatureError,
     RegistryAuthError,
@@ -53,6 +61,7 @@ from chainmail.models import INTOTO_PAYLOAD_TYPE, SIMPLESIGNING_PAYLOAD_TYPE, Ru
 if TYPE_CHECKING:
     from chainmail._internal.registry import Reference, RegistryClient
     from chainmail.context import Context
+    from chainmail.identity import IdentityPolicy, TrustedRoot
 
 log = logging.getLogger("chainmail.verify")
 
@@ -197,8 +206,10 @@ def _json(data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-#: Registry failures that abort verification instead of counting as a signature that did not verify.
-_FATAL = (RegistryAuthError, RegistryUnreachableError)
+#: Failures that abort verification instead of counting as a signature that did not verify: the
+#: registry refusing us or gone, and configuration that cannot work (a trusted root sigstore-python
+#: cannot load, sigstore-python missing for a keyless bundle).
+_FATAL = (RegistryAuthError, RegistryUnreachableError, ConfigError)
 
 #: Errors a malformed stored document can raise while it is picked apart; reported as a failed check.
 _MALFORMED = (ValueError, TypeError, AttributeError, KeyError, IndexError, UnicodeDecodeError)
@@ -274,11 +285,14 @@ class _Search:
         self.found = 0
         self.verified: list[Verified] = []
         self.failures: list[str] = []
+        #: What each failure was (the exception, or the text), in the order of :attr:`failures`.
+        self.reasons: list[object] = []
         self.mismatched_types: list[str] = []
 
     def fail(self, where: str, reason: object) -> None:
         log.info("%s: %s", where, reason)
         self.failures.append(f"{where}: {reason}")
+        self.reasons.append(reason)
 
 
 def _client_and_image(ref: str, ctx: Context) -> tuple[RegistryClient, Reference]:
@@ -398,12 +412,39 @@ def _bundle_envelope(bundle: dict[str, Any]) -> tuple[bytes, str]:
     return json.dumps(env).encode(), cert
 
 
-def verify_image(ref: str, public_keys: list[str], ctx: Context) -> list[Verified]:
+def _policy_kwargs(identity: IdentityPolicy) -> dict[str, str | None]:
+    """The four matching keywords of :mod:`chainmail.identity`'s functions."""
+    return {"identity": identity.identity, "issuer": identity.issuer,
+            "identity_regexp": identity.identity_regexp, "issuer_regexp": identity.issuer_regexp}
+
+
+def _certificate_name(cert_pem: str, identity: IdentityPolicy) -> str:
+    """The SAN identity of a verified bundle's certificate that matched the policy (the key id shown)."""
+    from cryptography import x509
+
+    try:
+        return identity.check(x509.load_pem_x509_certificate(cert_pem.encode()))[0]
+    except (ValueError, Error):
+        return "unknown"
+
+
+def _keyless_layer(annotations: dict[str, Any]) -> tuple[str, str, str]:
+    """``(certificate, chain, rekor bundle)`` annotations of a legacy ``.sig``/``.att`` layer."""
+    return (_text_annotation(annotations, "dev.sigstore.cosign/certificate"),
+            _text_annotation(annotations, "dev.sigstore.cosign/chain"),
+            _text_annotation(annotations, "dev.sigstore.cosign/bundle"))
+
+
+def verify_image(ref: str, public_keys: list[str], ctx: Context, *, identity: IdentityPolicy | None = None,
+                 trusted_root: TrustedRoot | str | Path | None = None) -> list[Verified]:
     """``cosign verify --key``: image signatures in ``.sig`` layers and signature bundles.
 
-    Raises :class:`TagNotFoundError`, :class:`NoSignatureError` or :class:`NoMatchingSignatureError`.
+    With ``identity`` (keyless, ``--certificate-identity``/``--certificate-oidc-issuer``) no key is
+    loaded: each signature's certificate must chain to ``trusted_root`` (None: production) and match.
+    Raises :class:`TagNotFoundError`, :class:`NoSignatureError`, :class:`NoMatchingSignatureError` or
+    :class:`NoCertificateError`.
     """
-    keys = _keys(public_keys, ctx)
+    keys = _keys(public_keys, ctx) if identity is None else []
     client, image = _client_and_image(ref, ctx)
     target = f"{image.name}@{image.digest}"
     search = _Search(target)
@@ -417,11 +458,20 @@ def verify_image(ref: str, public_keys: list[str], ctx: Context) -> list[Verifie
                 raise VerificationError("layer has no signature annotation")
             signature = b64decode(annotation)
             payload = client.get_blob(repo, _digest_of(layer))
-            key_id = _verify_raw(keys, signature, payload)
+            cert, chain, rekor = _keyless_layer(annotations)
+            if identity is not None:
+                from chainmail.identity import rekor_signing_time, verify_keyless_signature
+
+                when = rekor_signing_time(rekor, trusted_root, payload=payload, signature=signature,
+                                          cert_pem=cert) if rekor and cert else None
+                who = verify_keyless_signature(payload, signature, cert, chain, **_policy_kwargs(identity),
+                                               trusted_root=trusted_root, signing_time=when)
+                key_id: str | None = who.identity
+            else:
+                key_id = _verify_raw(keys, signature, payload)
             if key_id is None:
                 raise NoMatchingSignatureError("signature does not verify with the given key(s)")
             check_simplesigning(payload, image.digest)
-            cert = _text_annotation(annotations, "dev.sigstore.cosign/certificate")
         except _FATAL:
             raise
         except (VerificationError, Error) as exc:
@@ -435,7 +485,11 @@ def verify_image(ref: str, public_keys: list[str], ctx: Context) -> list[Verifie
     for bundle, layout, location in _bundles(client, image, search, want_signatures=True):
         try:
             envelope, cert = _bundle_envelope(bundle)
-            payload_type, payload, key_id = _verify_dsse(keys, envelope)
+            if identity is not None:
+                payload_type, payload, key_id = _verify_keyless_bundle(bundle, image, cert, identity,
+                                                                       trusted_root)
+            else:
+                payload_type, payload, key_id = _verify_dsse(keys, envelope)
             statement = None
             if payload_type == SIMPLESIGNING_PAYLOAD_TYPE:
                 check_simplesigning(payload, image.digest)
@@ -454,23 +508,54 @@ def verify_image(ref: str, public_keys: list[str], ctx: Context) -> list[Verifie
     return _outcome(search, "signatures")
 
 
+def _verify_keyless_bundle(bundle: dict[str, Any], image: Reference, cert: str, identity: IdentityPolicy,
+                           trusted_root: TrustedRoot | str | Path | None) -> tuple[str, bytes, str]:
+    """``(payload_type, payload, identity)`` of a keyless bundle verified by sigstore-python."""
+    from chainmail.identity import verify_keyless_bundle
+
+    payload_type, payload = verify_keyless_bundle(bundle, image.digest, **_policy_kwargs(identity),
+                                                  trusted_root=trusted_root)
+    return payload_type, payload, _certificate_name(cert, identity)
+
+
+def _verify_keyless_att(envelope: bytes, annotations: dict[str, Any], identity: IdentityPolicy,
+                        trusted_root: TrustedRoot | str | Path | None) -> tuple[str, bytes, str]:
+    """``(payload_type, payload, identity)`` of a legacy ``.att`` layer signed keyless."""
+    from chainmail.identity import rekor_signing_time, verify_keyless_envelope
+    from chainmail.signing import dsse
+
+    cert, chain, rekor = _keyless_layer(annotations)
+    when = None
+    if rekor and cert:
+        parsed = dsse.parse(envelope)
+        when = rekor_signing_time(rekor, trusted_root, payload=parsed["payload"], cert_pem=cert)
+    payload_type, payload, who = verify_keyless_envelope(envelope, cert, chain, **_policy_kwargs(identity),
+                                                         trusted_root=trusted_root, signing_time=when)
+    return payload_type, payload, who.identity
+
+
 def verify_attestation(ref: str, public_keys: list[str], ctx: Context,
-                       predicate_type: str | None = None) -> list[Verified]:
-    """``cosign verify-attestation --key [--type]``: ``.att`` layers and attestation bundles."""
+                       predicate_type: str | None = None, *, identity: IdentityPolicy | None = None,
+                       trusted_root: TrustedRoot | str | Path | None = None) -> list[Verified]:
+    """``cosign verify-attestation --key [--type]``: ``.att`` layers and attestation bundles.
+
+    ``identity`` and ``trusted_root``: keyless verification, as for :func:`verify_image`.
+    """
     wanted = resolve_predicate_type(predicate_type)
-    keys = _keys(public_keys, ctx)
+    keys = _keys(public_keys, ctx) if identity is None else []
     client, image = _client_and_image(ref, ctx)
     target = f"{image.name}@{image.digest}"
     search = _Search(target)
     repo = _signature_repo(image, ctx)
-    sources: list[tuple[bytes | None, str, str, str, dict[str, Any] | None]] = []
+    #: (envelope, layout, where, cert, .att layer, bundle)
+    sources: list[tuple[bytes | None, str, str, str, dict[str, Any] | None, dict[str, Any] | None]] = []
     for index, layer, location in _legacy_layers(client, repo, image, "att", search):
         try:
             cert = _text_annotation(_layer_annotations(layer), "dev.sigstore.cosign/certificate")
         except VerificationError as exc:
             search.fail(f"{location} layer {index}", exc)
             continue
-        sources.append((None, "legacy-att", f"{location} layer {index}", cert, layer))
+        sources.append((None, "legacy-att", f"{location} layer {index}", cert, layer, None))
     for bundle, layout, location in _bundles(client, image, search, want_signatures=False):
         try:
             envelope, cert = _bundle_envelope(bundle)
@@ -480,12 +565,20 @@ def verify_attestation(ref: str, public_keys: list[str], ctx: Context,
         except _MALFORMED as exc:
             search.fail(location, f"malformed bundle ({type(exc).__name__})")
             continue
-        sources.append((envelope, layout, location, cert, None))
-    for envelope, layout, where, cert, layer in sources:
+        sources.append((envelope, layout, location, cert, None, bundle))
+    for envelope, layout, where, cert, layer, bundle in sources:
         try:
             if envelope is None and layer is not None:
                 envelope = client.get_blob(repo, _digest_of(layer))
-            payload_type, payload, key_id = _verify_dsse(keys, envelope or b"")
+            if identity is None:
+                payload_type, payload, key_id = _verify_dsse(keys, envelope or b"")
+            elif layer is not None:
+                annotations = _layer_annotations(layer)
+                payload_type, payload, key_id = _verify_keyless_att(envelope or b"", annotations, identity,
+                                                                    trusted_root)
+            else:
+                payload_type, payload, key_id = _verify_keyless_bundle(bundle or {}, image, cert, identity,
+                                                                       trusted_root)
             statement = check_statement(payload_type, payload, image.digest, wanted)
         except _PredicateMismatchError as exc:
             search.mismatched_types.append(str(exc))
@@ -514,6 +607,10 @@ def _outcome(search: _Search, what: str) -> list[Verified]:
         raise NoSignatureError(f"no {what} found for {search.image}")
     more = len(search.failures) - 3
     shown = "; ".join(search.failures[:3]) + (f"; … {more} more" if more > 0 else "")
+    if search.reasons and all(isinstance(r, NoCertificateError) for r in search.reasons):
+        first = search.reasons[0]
+        raise NoCertificateError(f"none of the {search.found} {what} for {search.image} has a signing "
+                                 f"certificate: {shown}", hint=getattr(first, "hint", None))
     raise NoMatchingSignatureError(f"none of the {search.found} {what} for {search.image} verified: {shown}")
 
 
