@@ -35,7 +35,7 @@ class VerificationError(Error):
     exit_code = 1
 
 
-class PolicyViolation(VerificationError):
+class PolicyViolationError(VerificationError):
     """The provenance verified, but one or more policy rules failed."""
 
     exit_code = 14

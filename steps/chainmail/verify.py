@@ -813,7 +813,7 @@ def _strict_outcome(verified: list[Verified], failures: list[str], what: str, ki
 
 def apply_policy(path: Path, verified: list[Verified]) -> Any:
     """Evaluate a policy file on ``verified``; returns the ``PolicyResult`` (the caller prints, then
-    raises :class:`PolicyViolation` when it did not pass)."""
+    raises :class:`PolicyViolationError` when it did not pass)."""
     from chainmail.policy import evaluate, load_policy
 
     return evaluate(load_policy(path), verified)

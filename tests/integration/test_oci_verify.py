@@ -17,7 +17,7 @@ import pytest
 from chainmail.errors import (
     NoMatchingSignatureError,
     NoSignatureError,
-    PolicyViolation,
+    PolicyViolationError,
     RegistryAuthError,
     RegistryUnreachableError,
     TagNotFoundError,
@@ -281,11 +281,11 @@ def test_policy_gate(chains_image: str, pub: str, tmp_path: Path, capsys: pytest
     assert code == 0, err
     assert "PASS builder" in out
     code, out, err = cli(["verify", "attestation", chains_image, "--key", pub, "--policy", str(bad)], capsys)
-    assert code == PolicyViolation.exit_code, err
+    assert code == PolicyViolationError.exit_code, err
     assert "FAIL builder" in out
     code, out, _err = cli(["verify", "attestation", chains_image, "--key", pub, "--policy", str(bad), "-o", "json"],
                           capsys)
-    assert code == PolicyViolation.exit_code and json.loads(out)["policy"]["passed"] is False
+    assert code == PolicyViolationError.exit_code and json.loads(out)["policy"]["passed"] is False
 
 
 # -- registry failures --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ class _Script(BaseHTTPRequestHandler):
     replies: list[tuple[int, dict[str, str]]] = []
     hits = 0
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         cls = type(self)
         status, headers = cls.replies[min(cls.hits, len(cls.replies) - 1)]
         cls.hits += 1

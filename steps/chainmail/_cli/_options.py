@@ -34,7 +34,8 @@ KeyOpt = Annotated[
 ]
 KubeconfigOpt = Annotated[
     Path | None,
-    typer.Option("--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file (default: in-cluster, then ~/.kube/config)."),
+    typer.Option("--kubeconfig", envvar="KUBECONFIG",
+                 help="kubeconfig file (default: in-cluster, then ~/.kube/config)."),
 ]
 NamespaceOpt = Annotated[
     str | None,
@@ -48,4 +49,10 @@ ResultsDirOpt = Annotated[
     Path | None,
     typer.Option("--results-dir", envvar="CHAINMAIL_RESULTS_DIR",
                  help="Write Tekton results here (one file per result, e.g. /tekton/results)."),
+]
+
+DockerConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--docker-config", envvar="DOCKER_CONFIG",
+                 help="Registry credentials: a directory with config.json, or a .dockerconfigjson file."),
 ]

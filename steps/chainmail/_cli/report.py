@@ -197,7 +197,7 @@ def _emit(verified: list[Any], policy: Any, snapshot: dict[str, Any] | None, fmt
     else:
         typer.echo(text, nl=False)
     if result is not None and not result.passed and not exit_zero:
-        from chainmail.errors import PolicyViolation
+        from chainmail.errors import PolicyViolationError
 
         failed = sorted({r.rule for r in result.failures})
-        raise PolicyViolation(f"policy {result.policy}: {len(failed)} rule(s) failed: {', '.join(failed)}")
+        raise PolicyViolationError(f"policy {result.policy}: {len(failed)} rule(s) failed: {', '.join(failed)}")

@@ -10,6 +10,7 @@ import typer
 from chainmail._cli._options import (
     ConfigMapOpt,
     ConfigOpt,
+    DockerConfigOpt,
     KeyOpt,
     KubeconfigOpt,
     NamespaceOpt,
@@ -31,11 +32,6 @@ FromFileOpt = Annotated[
                  help="Read the run from a JSON/YAML file: one object, or {pipelineRun: …, taskRuns: […]}."),
 ]
 UidOpt = Annotated[str | None, typer.Option("--uid", help="Refuse to sign unless the run has this uid.")]
-DockerConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--docker-config", envvar="DOCKER_CONFIG",
-                 help="Registry credentials: a directory with config.json, or a .dockerconfigjson file."),
-]
 FileStoreOpt = Annotated[
     Path | None, typer.Option("--file-store", help="Directory for the 'file' storage backend.")
 ]

@@ -10,6 +10,7 @@ import typer
 from chainmail._cli._options import (
     ConfigMapOpt,
     ConfigOpt,
+    DockerConfigOpt,
     KeyOpt,
     KubeconfigOpt,
     NamespaceOpt,
@@ -17,11 +18,6 @@ from chainmail._cli._options import (
     SetOpt,
 )
 
-DockerConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--docker-config", envvar="DOCKER_CONFIG",
-                 help="Registry credentials: a directory with config.json, or a .dockerconfigjson file."),
-]
 NamespaceKeysOpt = Annotated[
     Path | None,
     typer.Option("--namespace-keys",

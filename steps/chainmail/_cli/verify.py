@@ -11,6 +11,8 @@ from chainmail._cli._options import ConfigOpt, KubeconfigOpt, NamespaceOpt, Outp
 
 if TYPE_CHECKING:
     from chainmail.context import Context
+    from chainmail.identity import IdentityPolicy, TrustedRoot
+    from chainmail.policy import Policy
     from chainmail.verify import Verified
 
 app = typer.Typer(
@@ -24,6 +26,41 @@ VerifyKeyOpt = Annotated[
     typer.Option("--key", "-k",
                  help="Public key: a cosign.pub/PEM file, a key directory, or k8s://NAMESPACE/SECRET "
                       "(repeatable; any key may verify)."),
+]
+ImageKeyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--key", "-k",
+                 help="Public key: a cosign.pub/PEM file, a key directory, or k8s://NAMESPACE/SECRET "
+                      "(repeatable; any key may verify). Or verify keyless with --certificate-identity."),
+]
+IdentityOpt = Annotated[
+    str | None,
+    typer.Option("--certificate-identity",
+                 help="Keyless: the identity the signing certificate must name (a SAN: workflow URI, "
+                      "email…), exactly."),
+]
+IdentityRegexpOpt = Annotated[
+    str | None,
+    typer.Option("--certificate-identity-regexp",
+                 help="Keyless: a regular expression the certificate's identity must match (a search, "
+                      "as cosign: anchor it with ^…$)."),
+]
+IssuerOpt = Annotated[
+    str | None,
+    typer.Option("--certificate-oidc-issuer",
+                 help="Keyless: the OIDC issuer the certificate must name, exactly "
+                      "(e.g. https://token.actions.githubusercontent.com)."),
+]
+IssuerRegexpOpt = Annotated[
+    str | None,
+    typer.Option("--certificate-oidc-issuer-regexp",
+                 help="Keyless: a regular expression the certificate's OIDC issuer must match."),
+]
+TrustedRootOpt = Annotated[
+    str,
+    typer.Option("--trusted-root",
+                 help="Keyless: the Sigstore trusted root: production, staging (both offline), or a "
+                      "trusted_root.json file."),
 ]
 PolicyOpt = Annotated[
     Path | None,
@@ -54,13 +91,42 @@ def _check_output(output: str) -> None:
         raise InputError(f"--output '{output}': expected text or json")
 
 
-def _report(what: str, verified: list[Verified], output: str, policy: Path | None) -> None:
-    """Print the verified payloads (and the policy outcome); raise PolicyViolation when it failed."""
+def _load_policy(path: Path | None) -> Policy | None:
+    """The ``--policy`` file, read before anything is verified (a bad file exits 3 whatever is stored)."""
+    if path is None:
+        return None
+    from chainmail.policy import load_policy
+
+    return load_policy(path)
+
+
+def _keyless(key: list[str] | None, identity: str | None, issuer: str | None, identity_regexp: str | None,
+             issuer_regexp: str | None, trusted_root: str | None,
+             ) -> tuple[IdentityPolicy | None, TrustedRoot | None]:
+    """The identity policy and trusted root the flags ask for (both None for key-based verification)."""
+    from chainmail.errors import InputError
+    from chainmail.identity import IdentityPolicy, load_trusted_root
+
+    policy = IdentityPolicy.from_flags(identity, issuer, identity_regexp, issuer_regexp)
+    if key and policy is not None:
+        raise InputError("pass --key or --certificate-identity/--certificate-oidc-issuer, not both")
+    if not key and policy is None:
+        raise InputError("pass --key, or --certificate-identity and --certificate-oidc-issuer")
+    root = load_trusted_root(trusted_root or "production") if policy is not None else None
+    return policy, root
+
+
+def _report(what: str, verified: list[Verified], output: str, policy: Policy | None) -> None:
+    """Print the verified payloads (and the policy outcome); raise PolicyViolationError when it failed."""
     import json
 
-    from chainmail.verify import apply_policy, layouts_found
+    from chainmail.verify import layouts_found
 
-    result = apply_policy(policy, verified) if policy is not None else None
+    result = None
+    if policy is not None:
+        from chainmail.policy import evaluate
+
+        result = evaluate(policy, verified)
     layouts = layouts_found(verified)
     if output == "json":
         doc = {"artifact": what, "layouts": layouts, "verified": [v.to_json() for v in verified],
@@ -75,34 +141,48 @@ def _report(what: str, verified: list[Verified], output: str, policy: Path | Non
             typer.echo(result.to_text())
             typer.echo(result.summary())
     if result is not None and not result.passed:
-        from chainmail.errors import PolicyViolation
+        from chainmail.errors import PolicyViolationError
 
-        raise PolicyViolation(result.summary(), hint="see the FAIL lines above")
+        raise PolicyViolationError(result.summary(), hint="see the FAIL lines above")
 
 
 @app.command("image")
 def image_cmd(
     ref: Annotated[str, typer.Argument(help="Image reference (tag or @sha256: digest).")],
-    key: VerifyKeyOpt,
+    key: ImageKeyOpt = None,
+    certificate_identity: IdentityOpt = None,
+    certificate_identity_regexp: IdentityRegexpOpt = None,
+    certificate_oidc_issuer: IssuerOpt = None,
+    certificate_oidc_issuer_regexp: IssuerRegexpOpt = None,
+    trusted_root: TrustedRootOpt = "production",
     policy: PolicyOpt = None,
     output: OutputOpt = "text",
     docker_config: DockerConfigOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Verify image signatures: the .sig tag and Sigstore bundle referrers (cosign verify --key)."""
+    """Verify image signatures: the .sig tag and Sigstore bundle referrers (cosign verify --key, or
+    keyless with --certificate-identity and --certificate-oidc-issuer)."""
     from chainmail.verify import verify_image
 
     _check_output(output)
+    identity, root = _keyless(key, certificate_identity, certificate_oidc_issuer, certificate_identity_regexp,
+                              certificate_oidc_issuer_regexp, trusted_root)
+    rules = _load_policy(policy)
     ctx = _context(config, set_, docker_config)
-    verified = verify_image(ref, key, ctx)
-    _report(verified[0].ref, verified, output, policy)
+    verified = verify_image(ref, key or [], ctx, identity=identity, trusted_root=root)
+    _report(verified[0].ref, verified, output, rules)
 
 
 @app.command("attestation")
 def attestation_cmd(
     ref: Annotated[str, typer.Argument(help="Image reference (tag or @sha256: digest).")],
-    key: VerifyKeyOpt,
+    key: ImageKeyOpt = None,
+    certificate_identity: IdentityOpt = None,
+    certificate_identity_regexp: IdentityRegexpOpt = None,
+    certificate_oidc_issuer: IssuerOpt = None,
+    certificate_oidc_issuer_regexp: IssuerRegexpOpt = None,
+    trusted_root: TrustedRootOpt = "production",
     type_: TypeOpt = None,
     policy: PolicyOpt = None,
     output: OutputOpt = "text",
@@ -110,13 +190,17 @@ def attestation_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Verify attestations: the .att tag and bundle referrers (cosign verify-attestation --key --type)."""
+    """Verify attestations: the .att tag and bundle referrers (cosign verify-attestation --key --type, or
+    keyless with --certificate-identity and --certificate-oidc-issuer)."""
     from chainmail.verify import verify_attestation
 
     _check_output(output)
+    identity, root = _keyless(key, certificate_identity, certificate_oidc_issuer, certificate_identity_regexp,
+                              certificate_oidc_issuer_regexp, trusted_root)
+    rules = _load_policy(policy)
     ctx = _context(config, set_, docker_config)
-    verified = verify_attestation(ref, key, ctx, type_)
-    _report(verified[0].ref, verified, output, policy)
+    verified = verify_attestation(ref, key or [], ctx, type_, identity=identity, trusted_root=root)
+    _report(verified[0].ref, verified, output, rules)
 
 
 @app.command("run")
@@ -142,12 +226,13 @@ def run_cmd(
     chosen = [x for x in (name, from_file, file_store) if x]
     if len(chosen) != 1:
         raise InputError("name exactly one of: a run NAME (with -n), --from-file FILE or --file-store DIR")
+    rules = _load_policy(policy)
     ctx = _context(config, set_, kubeconfig=kubeconfig)
     if file_store is not None:
         from chainmail.verify import verify_file_store
 
         verified = verify_file_store(file_store, key, ctx)
-        _report(str(file_store), verified, output, policy)
+        _report(str(file_store), verified, output, rules)
         return
     from chainmail import snapshot
     from chainmail.verify import verify_run
@@ -158,7 +243,7 @@ def run_cmd(
         snap = _from_cluster(ctx, kind, namespace, str(name))
     verified = verify_run(snap, key, ctx)
     ref = snap.ref
-    _report(f"{ref.kind} {ref.namespace}/{ref.name}", verified, output, policy)
+    _report(f"{ref.kind} {ref.namespace}/{ref.name}", verified, output, rules)
 
 
 def _from_cluster(ctx: Context, kind: str, namespace: str | None, name: str):

@@ -2,9 +2,9 @@
 
 Every network call (Kubernetes API, registry, Rekor, Fulcio, KMS) goes through
 :func:`request`. Transient failures -- connection refused/reset, timeouts, 429 (honouring
-``Retry-After``) and 5xx -- are retried (TLS certificate errors are not) with exponential backoff and full jitter until the
-policy's deadline; anything else is returned to the caller at once, who maps 401/403/404
-to a typed error. ``requests`` is imported lazily: it costs ~0.1 s.
+``Retry-After``) and 5xx -- are retried with exponential backoff and full jitter until the
+policy's deadline (TLS certificate errors are not retried); anything else is returned to
+the caller at once, who maps 401/403/404 to a typed error. ``requests`` is imported lazily: it costs ~0.1 s.
 """
 
 from __future__ import annotations
