@@ -34,3 +34,12 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def key(shared: Path) -> str:
+    """The shared cosign key directory (cosign.key, cosign.pub, cosign.password = s3cret)."""
+    path = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-password"
+    if not (path / "cosign.key").exists():
+        pytest.skip(f"cosign test key not found at {path}")
+    return str(path)

@@ -50,14 +50,6 @@ CHAINS_REFERENCE = {
 }
 
 
-@pytest.fixture
-def key(shared: Path) -> str:
-    path = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-password"
-    if not (path / "cosign.key").exists():
-        pytest.skip(f"cosign test key not found at {path}")
-    return str(path)
-
-
 def _scenario(mode: str, registry: Any, kube_api: Any, proxy: Any, tmp_path: Path, key: str) -> dict[str, Any]:
     from doubles.kube import completed_taskrun
 

@@ -41,11 +41,6 @@ CHAINS_100 = {
 }
 
 
-@pytest.fixture
-def key(shared: Path) -> str:
-    return str(shared / "fixtures" / "cosign-keys" / "ecdsa-p256-password")
-
-
 def run_sweep(args: list[str], tmp_path: Path, label: str) -> dict[str, Any]:
     """Run ``chainmail sweep`` in a child process; its report plus wall, CPU and peak RSS."""
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "CHAINMAIL_KEY", "DOCKER_CONFIG")}

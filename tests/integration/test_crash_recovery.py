@@ -11,7 +11,6 @@ the same, so the oci backend finds its layers already there.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,14 +23,6 @@ POINTS = ("after-snapshot", "after-format", "after-sign", "after-store")
 RUNS = 6
 #: The follow-up sweep's --lease: the crashed signer's claims are older than this when it starts.
 LEASE = "1s"
-
-
-@pytest.fixture
-def key(shared: Path) -> str:
-    path = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-password"
-    if not (path / "cosign.key").exists():
-        pytest.skip(f"cosign test key not found at {path}")
-    return str(path)
 
 
 def _claimed(fleet: Fleet) -> list[str]:

@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import requests
@@ -46,14 +45,6 @@ OUTAGE_RUNS = 24
 OUTAGE_AFTER = 4
 #: The outage that starts while a blob upload is in flight (its length does not matter to the bug it shows).
 CUT_OUTAGE_SECONDS = 5.0
-
-
-@pytest.fixture
-def key(shared: Path) -> str:
-    path = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-password"
-    if not (path / "cosign.key").exists():
-        pytest.skip(f"cosign test key not found at {path}")
-    return str(path)
 
 
 def figures(name: str, **values: object) -> None:

@@ -31,14 +31,6 @@ TEKTON_ONLY = {
 }
 
 
-@pytest.fixture
-def key(shared: Path) -> str:
-    path = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-password"
-    if not (path / "cosign.key").exists():
-        pytest.skip(f"cosign test key not found at {path}")
-    return str(path)
-
-
 def make_ctx(api: KubeApiDouble, tmp_path: Path, key: str, name: str = "kubeconfig", **config: str) -> Context:
     ctx = Context(config=Config.from_mapping({**TEKTON_ONLY, **config}), key=key)
     ctx.kube = KubeClient.from_environment(api.kubeconfig(tmp_path, name=name),
