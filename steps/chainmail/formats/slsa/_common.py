@@ -159,10 +159,17 @@ class PipelineRunView(RunView):
 
     def _check_children(self) -> None:
         have = {c.name for c in self.children}
+        # While the run is still going (a provisional attestation from its own finally task),
+        # the finally TaskRuns -- the signer among them -- are running and cannot be included.
+        running_finally: set[str] = set()
+        if not self.status.get("completionTime"):
+            running_finally = {str(t.get("name", "")) for t in (self.pipeline_spec or {}).get("finally") or []}
         missing = [
             ref.get("name", "")
             for ref in self.status.get("childReferences") or []
-            if ref.get("kind") == "TaskRun" and ref.get("name", "") not in have
+            if ref.get("kind") == "TaskRun"
+            and ref.get("name", "") not in have
+            and ref.get("pipelineTaskName", "") not in running_finally
         ]
         if missing:
             raise InputError(
