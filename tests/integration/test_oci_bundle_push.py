@@ -15,6 +15,7 @@ import yaml
 from chainmail import bundle as b
 from chainmail._internal.registry import RegistryClient
 from chainmail.errors import InputError, RegistryAuthError
+from clirun import cli
 from doubles.registry import RegistryServer
 
 pytestmark = pytest.mark.registry
@@ -60,18 +61,6 @@ def inputs(tmp_path: Path) -> list[Path]:
     a.write_text(TASK)
     c.write_text(MORE)
     return [a, c]
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from chainmail._cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_push_pull_round_trip(registry: RegistryServer, inputs: list[Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ from chainmail.errors import (
     RegistryUnreachableError,
     TagNotFoundError,
 )
+from clirun import cli
 from doubles.registry import RegistryServer, push_chains_fixture, push_test_image
 
 pytestmark = pytest.mark.registry
@@ -60,18 +61,6 @@ def chains_image(registry: RegistryServer, fx: Path) -> str:
 @pytest.fixture(scope="module")
 def chains_pipeline_image(registry: RegistryServer, fx: Path) -> str:
     return push_chains_fixture(registry, fx / "chains-pipelinerun", "chains/release")
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from chainmail._cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tag_of(ref: str, suffix: str) -> str:

@@ -22,6 +22,7 @@ from chainmail.config import Config
 from chainmail.context import Context
 from chainmail.finally_ import sign_so_far
 from chainmail.sweep import Sweeper, SweepOptions, sweep
+from clirun import cli as _main
 from doubles.kube import KubeApiDouble, completed_taskrun, pipelinerun_with_children, running_taskrun
 
 TEKTON_ONLY = {
@@ -283,18 +284,6 @@ def test_finally_does_not_resign_and_shares_claims(kube_api, tmp_path, key):
 
 
 # ------------------------------------------------------------------ CLI
-
-
-def _main(argv: list[str], capsys) -> tuple[int, str, str]:
-    from chainmail._cli import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _sets() -> list[str]:

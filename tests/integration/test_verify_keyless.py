@@ -33,6 +33,7 @@ from chainmail.models import (
     RunSnapshot,
     SignedPayload,
 )
+from clirun import cli
 from doubles.fulcio import GITHUB, WORKFLOW, LocalFulcio, b64, pem, sign, spki
 from doubles.registry import RegistryServer, push_test_image
 
@@ -48,18 +49,6 @@ LONG_AGO = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 def _no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
     monkeypatch.delenv("COSIGN_REPOSITORY", raising=False)
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from chainmail._cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_error_line(err: str) -> str:

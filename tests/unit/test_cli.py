@@ -9,7 +9,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from chainmail import errors
-from chainmail._cli import app, main
+from chainmail._cli import app
+from clirun import cli as _main
 
 runner = CliRunner()
 
@@ -33,16 +34,6 @@ def test_exit_codes_are_distinct() -> None:
     codes = [cls.exit_code for cls in public]
     assert len(codes) == len(set(codes))
     assert errors.EXIT_BUG not in codes and 2 not in codes  # 2 is the usage-error code
-
-
-def _main(argv: list[str], capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_error_is_one_line_with_its_code(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
