@@ -30,7 +30,7 @@ KeyOpt = Annotated[
     str | None,
     typer.Option("--key", "-k", envvar="CHAINMAIL_KEY",
                  help="Signing key: a directory with cosign.key+cosign.password or x509.pem, a key file, "
-                      "k8s://NAMESPACE/SECRET, or a KMS URI. Default: /etc/signing-secrets."),
+                      "or k8s://NAMESPACE/SECRET. Default: /etc/signing-secrets."),
 ]
 KubeconfigOpt = Annotated[
     Path | None,

@@ -36,7 +36,7 @@ PublicKeysOpt = Annotated[
     list[str],
     typer.Option("--key", "-k", metavar="KEY",
                  help="Public key to verify with: a cosign.pub/PEM file, a directory holding cosign.pub, "
-                      "k8s://NAMESPACE/SECRET, or a KMS URI. Repeat for several keys."),
+                      "or k8s://NAMESPACE/SECRET. Repeat for several keys."),
 ]
 PolicyOpt = Annotated[
     Path | None,
@@ -153,12 +153,12 @@ def _read_run(ctx: Context, name: str | None, namespace: str | None, from_file: 
 
 
 def _public_keys(sources: list[str], ctx: Context) -> list[str]:
-    """Each ``--key`` as public key PEM (files, key directories, ``k8s://`` Secrets, KMS URIs)."""
+    """Each ``--key`` as public key PEM (files, key directories, ``k8s://`` Secrets)."""
     from chainmail.errors import KeyMaterialError
     from chainmail.signing import load_public_key
 
     if not sources:
-        raise KeyMaterialError("no public key: pass --key (a cosign.pub file, k8s://NS/SECRET, or a KMS URI)")
+        raise KeyMaterialError("no public key: pass --key (a cosign.pub file, or k8s://NS/SECRET)")
     return [load_public_key(source, ctx) for source in sources]
 
 
