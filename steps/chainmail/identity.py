@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from chainmail.errors import (
     ConfigError,
@@ -490,32 +490,31 @@ def check_identity(
     )
 
 
+class IdentityChecks(TypedDict, total=False):
+    """The keywords of :func:`check_identity`, which :func:`verify_keyless_signature` and
+    :func:`verify_keyless_envelope` pass on to it: the policy, the trusted root and the signing time."""
+
+    identity: str | None
+    issuer: str | None
+    identity_regexp: str | None
+    issuer_regexp: str | None
+    trusted_root: TrustedRoot | str | Path | None
+    signing_time: datetime | None
+
+
 def verify_keyless_signature(
     payload: bytes,
     signature: bytes,
     cert_pem: str,
     chain_pem: str = "",
-    *,
-    identity: str | None = None,
-    issuer: str | None = None,
-    identity_regexp: str | None = None,
-    issuer_regexp: str | None = None,
-    trusted_root: TrustedRoot | str | Path | None = None,
-    signing_time: datetime | None = None,
+    **checks: Unpack[IdentityChecks],
 ) -> KeylessIdentity:
-    """A legacy ``.sig`` layer: :func:`check_identity`, then the signature over ``payload`` (cert's key)."""
+    """A legacy ``.sig`` layer: :func:`check_identity`, then the signature over ``payload`` (cert's key).
+
+    ``checks``: the keywords of :func:`check_identity` (:class:`IdentityChecks`)."""
     from chainmail.signing import verify_signature
 
-    who = check_identity(
-        cert_pem,
-        chain_pem,
-        identity=identity,
-        issuer=issuer,
-        identity_regexp=identity_regexp,
-        issuer_regexp=issuer_regexp,
-        trusted_root=trusted_root,
-        signing_time=signing_time,
-    )
+    who = check_identity(cert_pem, chain_pem, **checks)
     try:
         verify_signature(who.pem, signature, payload)
     except VerificationError:
@@ -529,27 +528,14 @@ def verify_keyless_envelope(
     envelope: bytes | str,
     cert_pem: str,
     chain_pem: str = "",
-    *,
-    identity: str | None = None,
-    issuer: str | None = None,
-    identity_regexp: str | None = None,
-    issuer_regexp: str | None = None,
-    trusted_root: TrustedRoot | str | Path | None = None,
-    signing_time: datetime | None = None,
+    **checks: Unpack[IdentityChecks],
 ) -> tuple[str, bytes, KeylessIdentity]:
-    """A legacy ``.att`` layer: :func:`check_identity`, then the DSSE envelope with the cert's key."""
+    """A legacy ``.att`` layer: :func:`check_identity`, then the DSSE envelope with the cert's key.
+
+    ``checks``: the keywords of :func:`check_identity` (:class:`IdentityChecks`)."""
     from chainmail.signing.dsse import verify_envelope
 
-    who = check_identity(
-        cert_pem,
-        chain_pem,
-        identity=identity,
-        issuer=issuer,
-        identity_regexp=identity_regexp,
-        issuer_regexp=issuer_regexp,
-        trusted_root=trusted_root,
-        signing_time=signing_time,
-    )
+    who = check_identity(cert_pem, chain_pem, **checks)
     payload_type, payload = verify_envelope(envelope, [who.pem])
     return payload_type, payload, who
 

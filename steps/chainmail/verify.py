@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,8 @@ from chainmail.errors import (
 from chainmail.models import INTOTO_PAYLOAD_TYPE, SIMPLESIGNING_PAYLOAD_TYPE, RunSnapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from chainmail._internal.registry import Reference, RegistryClient
     from chainmail.context import Context
     from chainmail.identity import IdentityPolicy, TrustedRoot
@@ -295,6 +298,24 @@ class _Search:
         self.reasons.append(reason)
 
 
+@contextmanager
+def _recorded(search: _Search, where: str, what: str, *, by_type: bool = False) -> Iterator[None]:
+    """Check one stored signature: a failure is recorded in ``search`` (``what``: how a malformed one is
+    named) and the block skipped, except :data:`_FATAL`, which aborts. ``by_type``: a statement of
+    another predicate type is set aside in ``search.mismatched_types`` (cosign's ``--type`` filter)."""
+    try:
+        yield
+    except _FATAL:
+        raise
+    except (VerificationError, Error) as exc:
+        if by_type and isinstance(exc, _PredicateMismatchError):
+            search.mismatched_types.append(str(exc))
+        else:
+            search.fail(where, exc)
+    except _MALFORMED as exc:
+        search.fail(where, f"malformed {what} ({type(exc).__name__})")
+
+
 def _client_and_image(ref: str, ctx: Context) -> tuple[RegistryClient, Reference]:
     from chainmail._internal.registry import Reference
 
@@ -451,61 +472,63 @@ def verify_image(ref: str, public_keys: list[str], ctx: Context, *, identity: Id
     repo = _signature_repo(image, ctx)
     for index, layer, location in _legacy_layers(client, repo, image, "sig", search):
         where = f"{location} layer {index}"
-        try:
+        with _recorded(search, where, "signature layer"):
             annotations = _layer_annotations(layer)
             annotation = _text_annotation(annotations, "dev.cosignproject.cosign/signature")
             if not annotation:
                 raise VerificationError("layer has no signature annotation")
             signature = b64decode(annotation)
             payload = client.get_blob(repo, _digest_of(layer))
-            cert, chain, rekor = _keyless_layer(annotations)
-            if identity is not None:
-                from chainmail.identity import rekor_signing_time, verify_keyless_signature
-
-                when = rekor_signing_time(rekor, trusted_root, payload=payload, signature=signature,
-                                          cert_pem=cert) if rekor and cert else None
-                who = verify_keyless_signature(payload, signature, cert, chain, **_policy_kwargs(identity),
-                                               trusted_root=trusted_root, signing_time=when)
-                key_id: str | None = who.identity
-            else:
-                key_id = _verify_raw(keys, signature, payload)
+            key_id, cert = _verify_layer(keys, payload, signature, annotations, identity, trusted_root)
             if key_id is None:
                 raise NoMatchingSignatureError("signature does not verify with the given key(s)")
             check_simplesigning(payload, image.digest)
-        except _FATAL:
-            raise
-        except (VerificationError, Error) as exc:
-            search.fail(where, exc)
-            continue
-        except _MALFORMED as exc:
-            search.fail(where, f"malformed signature layer ({type(exc).__name__})")
-            continue
-        search.verified.append(Verified(target, "legacy-sig", SIMPLESIGNING_PAYLOAD_TYPE, payload, None,
-                                        key_id, cert, where))
+            search.verified.append(Verified(target, "legacy-sig", SIMPLESIGNING_PAYLOAD_TYPE, payload, None,
+                                            key_id, cert, where))
     for bundle, layout, location in _bundles(client, image, search, want_signatures=True):
-        try:
+        with _recorded(search, location, "bundle"):
             envelope, cert = _bundle_envelope(bundle)
-            if identity is not None:
-                payload_type, payload, key_id = _verify_keyless_bundle(bundle, image, cert, identity,
-                                                                       trusted_root)
-            else:
-                payload_type, payload, key_id = _verify_dsse(keys, envelope)
+            payload_type, payload, key_id = _verify_envelope(keys, envelope, image, cert, identity, trusted_root,
+                                                             bundle=bundle)
             statement = None
             if payload_type == SIMPLESIGNING_PAYLOAD_TYPE:
                 check_simplesigning(payload, image.digest)
             else:
                 statement = check_statement(payload_type, payload, image.digest, SIGN_PREDICATE)
-        except _FATAL:
-            raise
-        except (VerificationError, Error) as exc:
-            search.fail(location, exc)
-            continue
-        except _MALFORMED as exc:
-            search.fail(location, f"malformed bundle ({type(exc).__name__})")
-            continue
-        search.verified.append(Verified(target, layout, payload_type, payload, statement, key_id, cert,
-                                        location))
+            search.verified.append(Verified(target, layout, payload_type, payload, statement, key_id, cert,
+                                            location))
     return _outcome(search, "signatures")
+
+
+def _verify_layer(keys: list[tuple[str, str]], payload: bytes, signature: bytes, annotations: dict[str, Any],
+                  identity: IdentityPolicy | None, trusted_root: TrustedRoot | str | Path | None,
+                  ) -> tuple[str | None, str]:
+    """``(key id or identity, certificate)`` of a legacy ``.sig`` layer's signature over ``payload``:
+    checked with ``keys``, or keyless with the layer's certificate when there is an ``identity``
+    (key id None: no key verified it)."""
+    cert, chain, rekor = _keyless_layer(annotations)
+    if identity is None:
+        return _verify_raw(keys, signature, payload), cert
+    from chainmail.identity import rekor_signing_time, verify_keyless_signature
+
+    when = rekor_signing_time(rekor, trusted_root, payload=payload, signature=signature,
+                              cert_pem=cert) if rekor and cert else None
+    who = verify_keyless_signature(payload, signature, cert, chain, **_policy_kwargs(identity),
+                                   trusted_root=trusted_root, signing_time=when)
+    return who.identity, cert
+
+
+def _verify_envelope(keys: list[tuple[str, str]], envelope: bytes, image: Reference, cert: str,
+                     identity: IdentityPolicy | None, trusted_root: TrustedRoot | str | Path | None, *,
+                     layer: dict[str, Any] | None = None, bundle: dict[str, Any] | None = None,
+                     ) -> tuple[str, bytes, str]:
+    """``(payload_type, payload, key id or identity)`` of a DSSE envelope: checked with ``keys``, or
+    keyless by the certificate of its ``.att`` ``layer`` or, else, of its Sigstore ``bundle``."""
+    if identity is None:
+        return _verify_dsse(keys, envelope)
+    if layer is not None:
+        return _verify_keyless_att(envelope, _layer_annotations(layer), identity, trusted_root)
+    return _verify_keyless_bundle(bundle or {}, image, cert, identity, trusted_root)
 
 
 def _verify_keyless_bundle(bundle: dict[str, Any], image: Reference, cert: str, identity: IdentityPolicy,
@@ -567,32 +590,14 @@ def verify_attestation(ref: str, public_keys: list[str], ctx: Context,
             continue
         sources.append((envelope, layout, location, cert, None, bundle))
     for envelope, layout, where, cert, layer, bundle in sources:
-        try:
+        with _recorded(search, where, "attestation", by_type=True):
             if envelope is None and layer is not None:
                 envelope = client.get_blob(repo, _digest_of(layer))
-            if identity is None:
-                payload_type, payload, key_id = _verify_dsse(keys, envelope or b"")
-            elif layer is not None:
-                annotations = _layer_annotations(layer)
-                payload_type, payload, key_id = _verify_keyless_att(envelope or b"", annotations, identity,
-                                                                    trusted_root)
-            else:
-                payload_type, payload, key_id = _verify_keyless_bundle(bundle or {}, image, cert, identity,
-                                                                       trusted_root)
+            payload_type, payload, key_id = _verify_envelope(keys, envelope or b"", image, cert, identity,
+                                                             trusted_root, layer=layer, bundle=bundle)
             statement = check_statement(payload_type, payload, image.digest, wanted)
-        except _PredicateMismatchError as exc:
-            search.mismatched_types.append(str(exc))
-            continue
-        except _FATAL:
-            raise
-        except (VerificationError, Error) as exc:
-            search.fail(where, exc)
-            continue
-        except _MALFORMED as exc:
-            search.fail(where, f"malformed attestation ({type(exc).__name__})")
-            continue
-        search.verified.append(Verified(target, layout, payload_type, payload, statement, key_id, cert,
-                                        where))
+            search.verified.append(Verified(target, layout, payload_type, payload, statement, key_id, cert,
+                                            where))
     if not search.verified and search.mismatched_types:
         found = ", ".join(sorted(set(search.mismatched_types)))
         raise NoMatchingSignatureError(

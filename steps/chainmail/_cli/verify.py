@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chainmail._cli._options import ConfigOpt, KubeconfigOpt, NamespaceOpt, OutputOpt, SetOpt
+from chainmail._cli._options import ConfigOpt, DockerConfigOpt, KubeconfigOpt, NamespaceOpt, OutputOpt, SetOpt
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from chainmail.context import Context
     from chainmail.identity import IdentityPolicy, TrustedRoot
     from chainmail.policy import Policy
@@ -66,11 +68,7 @@ PolicyOpt = Annotated[
     Path | None,
     typer.Option("--policy", help="Policy file (CEL rules) the verified provenance must pass; else exit 14."),
 ]
-DockerConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--docker-config", envvar="DOCKER_CONFIG",
-                 help="Registry credentials: a directory with config.json, or a .dockerconfigjson file."),
-]
+ImageRefArg = Annotated[str, typer.Argument(help="Image reference (tag or @sha256: digest).")]
 TypeOpt = Annotated[
     str | None,
     typer.Option("--type", help="Predicate type: slsaprovenance(02), slsaprovenance1, … or a full URI."),
@@ -146,9 +144,23 @@ def _report(what: str, verified: list[Verified], output: str, policy: Policy | N
         raise PolicyViolationError(result.summary(), hint="see the FAIL lines above")
 
 
+def _verify_ref(verify: Callable[..., list[Verified]], ref: str, key: list[str] | None,
+                keyless: tuple[str | None, str | None, str | None, str | None], trusted_root: str,
+                policy: Path | None, output: str, docker_config: Path | None, config: Path | None,
+                set_: list[str] | None) -> None:
+    """``verify image``/``verify attestation``: check the flags (``keyless``: identity, issuer and their
+    regexps), read the policy, verify ``ref`` with ``verify`` and report."""
+    _check_output(output)
+    identity, root = _keyless(key, *keyless, trusted_root)
+    rules = _load_policy(policy)
+    ctx = _context(config, set_, docker_config)
+    verified = verify(ref, key or [], ctx, identity=identity, trusted_root=root)
+    _report(verified[0].ref, verified, output, rules)
+
+
 @app.command("image")
 def image_cmd(
-    ref: Annotated[str, typer.Argument(help="Image reference (tag or @sha256: digest).")],
+    ref: ImageRefArg,
     key: ImageKeyOpt = None,
     certificate_identity: IdentityOpt = None,
     certificate_identity_regexp: IdentityRegexpOpt = None,
@@ -165,18 +177,14 @@ def image_cmd(
     keyless with --certificate-identity and --certificate-oidc-issuer)."""
     from chainmail.verify import verify_image
 
-    _check_output(output)
-    identity, root = _keyless(key, certificate_identity, certificate_oidc_issuer, certificate_identity_regexp,
-                              certificate_oidc_issuer_regexp, trusted_root)
-    rules = _load_policy(policy)
-    ctx = _context(config, set_, docker_config)
-    verified = verify_image(ref, key or [], ctx, identity=identity, trusted_root=root)
-    _report(verified[0].ref, verified, output, rules)
+    keyless = (certificate_identity, certificate_oidc_issuer, certificate_identity_regexp,
+               certificate_oidc_issuer_regexp)
+    _verify_ref(verify_image, ref, key, keyless, trusted_root, policy, output, docker_config, config, set_)
 
 
 @app.command("attestation")
 def attestation_cmd(
-    ref: Annotated[str, typer.Argument(help="Image reference (tag or @sha256: digest).")],
+    ref: ImageRefArg,
     key: ImageKeyOpt = None,
     certificate_identity: IdentityOpt = None,
     certificate_identity_regexp: IdentityRegexpOpt = None,
@@ -192,15 +200,14 @@ def attestation_cmd(
 ) -> None:
     """Verify attestations: the .att tag and bundle referrers (cosign verify-attestation --key --type, or
     keyless with --certificate-identity and --certificate-oidc-issuer)."""
+    from functools import partial
+
     from chainmail.verify import verify_attestation
 
-    _check_output(output)
-    identity, root = _keyless(key, certificate_identity, certificate_oidc_issuer, certificate_identity_regexp,
-                              certificate_oidc_issuer_regexp, trusted_root)
-    rules = _load_policy(policy)
-    ctx = _context(config, set_, docker_config)
-    verified = verify_attestation(ref, key or [], ctx, type_, identity=identity, trusted_root=root)
-    _report(verified[0].ref, verified, output, rules)
+    keyless = (certificate_identity, certificate_oidc_issuer, certificate_identity_regexp,
+               certificate_oidc_issuer_regexp)
+    _verify_ref(partial(verify_attestation, predicate_type=type_), ref, key, keyless, trusted_root, policy,
+                output, docker_config, config, set_)
 
 
 @app.command("run")
