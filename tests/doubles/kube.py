@@ -37,6 +37,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -329,6 +330,15 @@ class KubeApiDouble:
         """Successful writes (default PATCH), optionally for one plural."""
         return [r for r in list(self.request_log)
                 if r.method == method and r.status < 300 and (plural is None or (r.key and r.key[0] == plural))]
+
+    def signed_writes(self) -> Counter[tuple[str, str, str]]:
+        """Successful PATCHes that set ``chains.tekton.dev/signed: "true"``, per (plural, namespace, name)."""
+        out: Counter[tuple[str, str, str]] = Counter()
+        for r in self.writes():
+            notes = ((r.body or {}).get("metadata") or {}).get("annotations") or {}
+            if notes.get("chains.tekton.dev/signed") == "true" and r.key:
+                out[r.key] += 1
+        return out
 
     # -------------------------------------------------------------- auth and faults
 

@@ -39,16 +39,6 @@ def make_ctx(api: KubeApiDouble, tmp_path: Path, key: str, name: str = "kubeconf
     return ctx
 
 
-def signed_writes(api: KubeApiDouble) -> Counter[tuple[str, str, str]]:
-    """How many successful PATCHes set signed=true, per (plural, namespace, name)."""
-    out: Counter[tuple[str, str, str]] = Counter()
-    for r in api.writes():
-        notes = ((r.body or {}).get("metadata") or {}).get("annotations") or {}
-        if notes.get(ann.SIGNED) == "true" and r.key:
-            out[r.key] += 1
-    return out
-
-
 def envelope_keyid(api: KubeApiDouble, ns: str, name: str) -> str:
     obj = api.get("taskruns", ns, name)
     uid = obj["metadata"]["uid"]
@@ -68,7 +58,7 @@ def test_sweep_signs_the_unsigned_140_of_200_once(kube_api, tmp_path, key):
     report = sweep(ctx, SweepOptions(concurrency=4, page=50))
     assert report.signed == 140 and not report.failed
     assert report.skipped == Counter({"already signed": 60})
-    writes = signed_writes(kube_api)
+    writes = kube_api.signed_writes()
     assert len(writes) == 140 and set(writes.values()) == {1}
     assert not already & set(writes)
     for obj in kube_api.objects.values():
@@ -115,7 +105,7 @@ def test_two_concurrent_sweeps_sign_each_run_once(kube_api, tmp_path, key):
     assert all(r is not None for r in reports)
     assert not reports[0].failed and not reports[1].failed
     assert reports[0].signed + reports[1].signed == 63
-    writes = signed_writes(kube_api)
+    writes = kube_api.signed_writes()
     assert len(writes) == 63 and set(writes.values()) == {1}
     conflicts = [r for r in kube_api.request_log if r.status == 409]
     skipped = reports[0].skipped + reports[1].skipped
@@ -166,7 +156,7 @@ def test_retry_failed_skip_label_since_and_leases(kube_api, tmp_path, key):
 
     report = sweep(ctx, SweepOptions(retry_failed=True, since=86400))
     assert report.signed == 2
-    assert signed_writes(kube_api).keys() == {("taskruns", "default", "failed-once"),
+    assert kube_api.signed_writes().keys() == {("taskruns", "default", "failed-once"),
                                               ("taskruns", "default", "crashed-claim")}
     assert report.skipped == Counter({
         "failed too often (chainmail.retry.max-failed-attempts)": 1,
@@ -259,7 +249,7 @@ def test_finally_signs_children_and_a_provisional_pipelinerun(kube_api, tmp_path
     kube_api.request_log.clear()
     final = sweep(ctx, SweepOptions(namespace="ci"))
     assert final.signed == 2
-    assert set(signed_writes(kube_api)) == {("taskruns", "ci", "release-sign"), ("pipelineruns", "ci", "release")}
+    assert set(kube_api.signed_writes()) == {("taskruns", "ci", "release-sign"), ("pipelineruns", "ci", "release")}
 
 
 def test_finally_checks_the_uid(kube_api, tmp_path, key):

@@ -206,20 +206,21 @@ def remap(value: str, mounts: dict[str, Path]) -> str:
 # ------------------------------------------------------------------ cluster and registry content
 
 
-@pytest.fixture(scope="module")
-def key_dir(shared: Path) -> Path:
-    path = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-password"
+def _fixture_key(shared: Path, name: str) -> Path:
+    path = shared / "fixtures" / "cosign-keys" / name
     if not (path / "cosign.key").exists():
         pytest.skip(f"cosign test key not found at {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def key_dir(shared: Path) -> Path:
+    return _fixture_key(shared, "ecdsa-p256-password")
 
 
 @pytest.fixture(scope="module")
 def other_key_dir(shared: Path) -> Path:
-    path = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-empty-password"
-    if not (path / "cosign.key").exists():
-        pytest.skip(f"cosign test key not found at {path}")
-    return path
+    return _fixture_key(shared, "ecdsa-p256-empty-password")
 
 
 def key_secret(key_dir: Path, namespace: str, name: str = "signing-secrets") -> dict[str, Any]:
@@ -293,16 +294,6 @@ def standalone_taskrun(api: KubeApiDouble, registry: RegistryServer, namespace: 
                                     finished=recent(), **kwargs))
     ensure_namespace(api, namespace)
     return run, image
-
-
-def signed_patches(api: KubeApiDouble) -> Counter[tuple[str, str, str]]:
-    """Successful PATCHes that set ``chains.tekton.dev/signed: "true"``, per (plural, namespace, name)."""
-    out: Counter[tuple[str, str, str]] = Counter()
-    for r in api.writes():
-        notes = ((r.body or {}).get("metadata") or {}).get("annotations") or {}
-        if notes.get(ann.SIGNED) == "true" and r.key:
-            out[r.key] += 1
-    return out
 
 
 def provisional_patches(api: KubeApiDouble, namespace: str, name: str) -> int:
@@ -388,7 +379,7 @@ def test_finally_step_signs_the_children_and_a_provisional_pipelinerun(kube_api,
                                        f"PipelineRun {ns}/{name}: provisional"]
 
     # Each finished child: signed once, with Chains' annotations for its attestation.
-    assert signed_patches(kube_api) == Counter({("taskruns", ns, f"{name}-clone"): 1,
+    assert kube_api.signed_writes() == Counter({("taskruns", ns, f"{name}-clone"): 1,
                                                 ("taskruns", ns, f"{name}-build"): 1})
     for child in ("clone", "build"):
         obj = kube_api.get("taskruns", ns, f"{name}-{child}")
@@ -465,7 +456,7 @@ def test_finally_step_as_the_sample_pipeline_wires_it(kube_api, auth_registry, t
                               tmp_path, "finally"))
     assert out.rc == 0, out
     assert out.stdout.splitlines()[-1] == f"PipelineRun {ns}/{name}: provisional"
-    assert signed_patches(kube_api) == Counter({("taskruns", ns, f"{name}-clone"): 1,
+    assert kube_api.signed_writes() == Counter({("taskruns", ns, f"{name}-clone"): 1,
                                                 ("taskruns", ns, f"{name}-build"): 1})
     assert_image_signed_once(auth_registry, image, key_dir / "cosign.pub", tmp_path, atts=1,
                              att_type="slsaprovenance1", docker_config=secret_volume)
@@ -508,7 +499,7 @@ def test_two_concurrent_finally_signers_produce_one_signature_set(kube_api, regi
         assert res.stdout.splitlines()[-1] == f"PipelineRun {ns}/{name}: provisional"
 
     # Each child signed by exactly one of them; the other skipped it.
-    assert signed_patches(kube_api) == Counter({("taskruns", ns, f"{name}-clone"): 1,
+    assert kube_api.signed_writes() == Counter({("taskruns", ns, f"{name}-clone"): 1,
                                                 ("taskruns", ns, f"{name}-build"): 1})
     child_lines = Counter(line for res in results for line in res.stdout.splitlines()[:-1])
     for child in ("clone", "build"):
@@ -665,7 +656,7 @@ def test_watcher_signs_a_standalone_taskrun_from_its_event(kube_api, registry, t
         assert res.rc == 0, f"{step}: {res}"
     assert (tmp_path / "scratch" / "snapshot.json").exists()
 
-    assert signed_patches(kube_api) == Counter({("taskruns", ns, name): 1})
+    assert kube_api.signed_writes() == Counter({("taskruns", ns, name): 1})
     obj = kube_api.get("taskruns", ns, name)
     assert ann.annotations_of(obj)[ann.SIGNED] == "true"
     chains_annotations(obj, "taskrun")
@@ -710,7 +701,7 @@ def test_watcher_signs_a_finished_pipelinerun_after_its_children(kube_api, regis
     finish_pipelinerun(kube_api, ns, name)
     steps = run_watcher(kube_api, tmp_path, "pipelinerun", kube_api.get("pipelineruns", ns, name), namespace_keys)
     assert all(res.rc == 0 for _, res in steps), steps
-    writes = signed_patches(kube_api)
+    writes = kube_api.signed_writes()
     assert writes == Counter({("taskruns", ns, f"{name}-clone"): 1, ("taskruns", ns, f"{name}-build"): 1,
                               ("taskruns", ns, f"{name}-sign"): 1, ("pipelineruns", ns, name): 1})
     order = [r.key for r in kube_api.writes()
@@ -743,7 +734,7 @@ def test_finally_then_the_watcher_signs_the_finished_run_once(kube_api, registry
     watcher.mkdir()
     steps = run_watcher(kube_api, watcher, "pipelinerun", kube_api.get("pipelineruns", ns, name), namespace_keys)
     assert all(res.rc == 0 for _, res in steps), steps
-    assert signed_patches(kube_api) == Counter({("taskruns", ns, f"{name}-sign"): 1, ("pipelineruns", ns, name): 1})
+    assert kube_api.signed_writes() == Counter({("taskruns", ns, f"{name}-sign"): 1, ("pipelineruns", ns, name): 1})
     final = kube_api.get("pipelineruns", ns, name)
     notes = ann.annotations_of(final)
     assert notes[ann.SIGNED] == "true"
@@ -804,7 +795,7 @@ def test_cronjob_sweep_signs_every_completed_unsigned_run(kube_api, registry, tm
     assert res.rc == 0, res
     assert res.stdout.startswith(f"sweep: {len(expected)} signed"), res
 
-    writes = signed_patches(kube_api)
+    writes = kube_api.signed_writes()
     assert set(writes) == expected and set(writes.values()) == {1}
     for key in expected:
         assert ann.is_signed(kube_api.get(*key))
@@ -820,4 +811,4 @@ def test_cronjob_sweep_signs_every_completed_unsigned_run(kube_api, registry, tm
     again = run_container(container["command"], args, env, tmp_path)
     assert again.rc == 0, again
     assert again.stdout.startswith("sweep: 0 signed"), again
-    assert signed_patches(kube_api) == Counter()
+    assert kube_api.signed_writes() == Counter()

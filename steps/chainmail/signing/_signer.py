@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from chainmail.errors import KeyMaterialError, SigningError
+from chainmail.errors import ConfigError, KeyMaterialError, SigningError
 
 if TYPE_CHECKING:
     from chainmail.context import Context
@@ -35,9 +35,9 @@ class Signer(ABC):
     def from_uri(cls, uri: str, ctx: Context) -> Signer:
         """Load the signer named by ``uri`` (already known to have this class's scheme).
 
-        Every class registered in ``SIGNER_FOR_URI_SCHEME`` overrides this.
+        Every class registered in ``SIGNER_FOR_URI_SCHEME`` overrides this; the base refuses.
         """
-        raise NotImplementedError(f"{cls.__name__} cannot be loaded from a URI")
+        raise ConfigError(f"signer URI '{uri}': {cls.__name__} has no URI loader")
 
     @abstractmethod
     def sign(self, data: bytes) -> bytes:
