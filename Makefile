@@ -3,8 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := docker-registry chromium
 NPM_DIR := tests/js
+# the npm packages the tests use: the independent verifier and the local Sigstore stack
+NPM_PACKAGES := @sigstore/verify @sigstore/mock
 
 .PHONY: help demo test test-fast lint bench images bundles system-deps clean
 
@@ -24,18 +25,35 @@ $(VENV)/.test-deps: $(BIN)/chainmail pyproject.toml
 demo: $(BIN)/chainmail ## sign and verify the bundled example PipelineRun (no cluster needed)
 	$(BIN)/chainmail demo
 
-system-deps: ## Debian packages and npm verifiers the tests use (installed only when missing)
+system-deps: ## Debian packages and npm verifiers the tests use (installed when missing; fails when it cannot)
 	@missing=""; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else echo "warning: missing$$missing (tests needing them will skip with a reason)"; fi; \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "error: missing$$missing and cannot install them (needs root and apt-get); install them, or run make test-fast" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "installing:$$missing"; \
+	  if command -v fuser >/dev/null; then \
+	    for i in $$(seq 120); do \
+	      fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1 || break; \
+	      [ "$$i" = 1 ] && echo "waiting for another apt/dpkg process to finish..."; sleep 5; \
+	    done; \
+	  fi; \
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq || { echo "error: apt-get update failed" >&2; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+	    $$missing >/dev/null || { echo "error: apt-get install$$missing failed" >&2; exit 1; }; \
 	fi
-	@if command -v npm >/dev/null && [ ! -d $(NPM_DIR)/node_modules/@sigstore/verify ]; then \
-	  npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) >/dev/null || echo "warning: npm install failed"; fi
+	@for pkg in $(NPM_PACKAGES); do [ -d $(NPM_DIR)/node_modules/$$pkg ] || need=1; done; \
+	if [ -n "$$need" ]; then \
+	  npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) >/dev/null \
+	    || { echo "error: npm install in $(NPM_DIR) failed" >&2; exit 1; }; \
+	  for pkg in $(NPM_PACKAGES); do [ -d $(NPM_DIR)/node_modules/$$pkg ] \
+	    || { echo "error: npm install left no $(NPM_DIR)/node_modules/$$pkg" >&2; exit 1; }; done; \
+	fi
 
 test: $(VENV)/.test-deps system-deps ## install everything the tests need, then run them
 	$(BIN)/ruff check steps tests tasks bench

@@ -74,6 +74,15 @@ _SPLICE = (
     "faster (one container and one Python start instead of four)."
 )
 
+_KEY_IN_REACH = (
+    "Key exposure: spliced into your Task, these steps share the pod, the ServiceAccount and the\n"
+    "workspaces with your own steps. Any step of that Task can read the signing key (the\n"
+    "signing-secrets workspace, or a k8s:// key Secret through the ServiceAccount's token) and\n"
+    "rewrite the files in OUTPUT_PATH between two chainmail steps, so this mode can honestly\n"
+    "claim SLSA Build L1 only. For L3, let the chainmail watcher sign from its own namespace\n"
+    "(docs/trust-model.md)."
+)
+
 STEPACTIONS: tuple[StepActionSpec, ...] = (
     StepActionSpec(
         name="chainmail-snapshot",
@@ -82,7 +91,8 @@ STEPACTIONS: tuple[StepActionSpec, ...] = (
         description=(
             "Reads a finished TaskRun or PipelineRun (and a PipelineRun's child TaskRuns) through the\n"
             "Kubernetes API and writes snapshot.json to OUTPUT_PATH: the first of the four chainmail\n"
-            "signing steps. With RUN_UID set it refuses an object whose uid differs.\n\n" + _SPLICE
+            "signing steps. With RUN_UID set it refuses an object whose uid differs.\n\n"
+            + _SPLICE + "\n\n" + _KEY_IN_REACH
         ),
         subcommand="snapshot",
         params=("TASKRUN", "PIPELINERUN", "RUN_NAMESPACE", "RUN_UID"),
@@ -96,7 +106,7 @@ STEPACTIONS: tuple[StepActionSpec, ...] = (
             "Turns snapshot.json into payloads.json in OUTPUT_PATH: Chains-compatible provenance\n"
             "(in-toto, slsa/v1, slsa/v2alpha3, slsa/v2alpha4) for the run and simple-signing payloads\n"
             "for the images it reports, as the chains-config keys select. Needs no cluster access.\n\n"
-            + _SPLICE
+            + _SPLICE + "\n\n" + _KEY_IN_REACH
         ),
         subcommand="format",
         params=("CHAINS_CONFIGMAP", "CHAINS_CONFIG"),
@@ -109,11 +119,11 @@ STEPACTIONS: tuple[StepActionSpec, ...] = (
         description=(
             "Signs every payload in payloads.json with the signing key and writes signed.json to\n"
             "OUTPUT_PATH. Attestations are wrapped in DSSE envelopes as Chains does. It stores\n"
-            "nothing; chainmail-store does.\n\n" + _SPLICE
+            "nothing; chainmail-store does.\n\n" + _SPLICE + "\n\n" + _KEY_IN_REACH
         ),
         subcommand="sign",
         params=("KEY", "CHAINS_CONFIGMAP", "CHAINS_CONFIG"),
-        workspaces={"signing-secrets": None, "output": _SHARED},
+        workspaces={"signing-secrets": None, "dockerconfig": None, "output": _SHARED},
     ),
     StepActionSpec(
         name="chainmail-store",
@@ -123,11 +133,11 @@ STEPACTIONS: tuple[StepActionSpec, ...] = (
             "Checks every signature in signed.json against its payload and key, then stores it with\n"
             "the backends chains-config selects: run annotations (tekton) and OCI .sig/.att tags\n"
             "(oci), and marks the run chains.tekton.dev/signed. Writes stored.json to OUTPUT_PATH.\n\n"
-            + _SPLICE
+            + _SPLICE + "\n\n" + _KEY_IN_REACH
         ),
         subcommand="store",
-        params=("CHAINS_CONFIGMAP", "CHAINS_CONFIG"),
-        workspaces={"dockerconfig": None, "output": _SHARED},
+        params=("KEY", "CHAINS_CONFIGMAP", "CHAINS_CONFIG"),
+        workspaces={"signing-secrets": None, "dockerconfig": None, "output": _SHARED},
         results=("SIGNED", "STORED"),
     ),
     StepActionSpec(
@@ -365,6 +375,8 @@ def _readme(spec: StepActionSpec, doc: dict, version: str) -> str:
                          f"(read it as `$(steps.<step>.results.{r['name']})`)")
     else:
         lines.append("None.")
+    if spec.task == "chainmail-sign":
+        lines += ["", "## Security", "", _KEY_IN_REACH.replace("\n", " ")]
     lines += [
         "",
         "## Platforms",

@@ -2,32 +2,28 @@
 
 The registry fixture (``tests/doubles/registry.py``) starts Debian's docker-registry on
 127.0.0.1; the Kubernetes API double (``tests/doubles/kube.py``) is a small HTTP server
-that follows the real API's status codes and resourceVersion rules.
+that follows the real API's status codes, resourceVersion and (opt-in) RBAC rules.
+
+A test that cannot run because a tool or ``../shared`` is missing calls
+:func:`tooling.require_tool`: it skips with the reason locally and fails under ``CI=true``.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from tooling import REPO, require_tool, shared_dir, under_ci
+
 pytest_plugins = ["doubles.registry", "doubles.kube"]
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def shared_dir() -> Path:
-    """``../shared`` (or ``$CHAINMAIL_SHARED``)."""
-    return Path(os.environ.get("CHAINMAIL_SHARED", REPO.parent / "shared")).resolve()
-
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The shared reference material; tests that need it skip with a reason when it is absent."""
     path = shared_dir()
     if not (path / "README.md").exists():
-        pytest.skip(f"shared reference material not found at {path} (set CHAINMAIL_SHARED)")
+        require_tool("../shared", f"shared reference material not found at {path} (set CHAINMAIL_SHARED)")
     return path
 
 
@@ -41,5 +37,10 @@ def key(shared: Path) -> str:
     """The shared cosign key directory (cosign.key, cosign.pub, cosign.password = s3cret)."""
     path = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-password"
     if not (path / "cosign.key").exists():
-        pytest.skip(f"cosign test key not found at {path}")
+        require_tool("../shared", f"cosign test key not found at {path}")
     return str(path)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say whether missing tools skip (local) or fail (CI=true)."""
+    return f"chainmail: missing tools {'FAIL the run (CI=true)' if under_ci() else 'skip with a reason'}"

@@ -19,14 +19,13 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chainmail.errors import ClusterError, Error
 
 if TYPE_CHECKING:
     from chainmail.models import RunRef
-    from chainmail.storage import StoreSession
+    from chainmail.store_session import StoreSession
 
 log = logging.getLogger("chainmail.annotations")
 
@@ -208,18 +207,18 @@ def _patch_main(kube: Any, session: StoreSession, pending: dict[str, str], *, si
 def _flush_files(session: StoreSession, runs: dict[RunRef, dict[str, str]], *, signed: bool, reason: str,
                  provisional: bool) -> None:
     """No cluster: write the would-be annotations to ``<file store>/<kind>-<ns>-<name>/annotations.json``."""
-    from chainmail._internal.files import atomic_write
-    from chainmail.storage.file import run_dir
+    from chainmail._internal.encoding import load_json
+    from chainmail._internal.files import atomic_write, confined
+    from chainmail.store_session import file_store_dir, run_dir_name
 
-    ctx = session.ctx
-    root = ctx.file_store or Path(ctx.config.get("chainmail.storage.file.directory"))
+    root = file_store_dir(session.ctx)
     main = session.snapshot.ref
     for ref, pending in runs.items():
-        path = run_dir(root, ref) / "annotations.json"
+        path = confined(root, run_dir_name(ref), "annotations.json")
         existing: dict[str, str] = {}
-        if path.exists():
+        if path.is_file() and not path.is_symlink():
             try:
-                loaded = json.loads(path.read_text())
+                loaded = load_json(path.read_bytes())
                 existing = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
             except (OSError, ValueError):
                 existing = {}
@@ -235,4 +234,3 @@ def _flush_files(session: StoreSession, runs: dict[RunRef, dict[str, str]], *, s
                 merged[key] = value
         atomic_write(path, (json.dumps(dict(sorted(merged.items())), indent=2) + "\n").encode())
         log.debug("wrote %s", path)
-

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chainmail._internal.encoding import compact_json, sha256_digest
+from chainmail._internal.encoding import compact_json, load_json, sha256_digest
 from chainmail.errors import InputError, RegistryAuthError, StorageError
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from chainmail.context import Context
 
 MAX_OBJECTS = 20
+#: Largest layer read back after gunzip (a gzip bomb stops here).
+MAX_LAYER_BYTES = 64 * 1024 * 1024
 #: A layer's annotations and the bytes of its first tar entry.
 _Entry = tuple[dict[str, str], bytes]
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -341,9 +343,23 @@ def _oras_check(resp: Any, target: Any, what: str, ok: tuple[int, ...]) -> None:
 
 # -- reading back (resolver-style) -------------------------------------------------------------------
 
-def _first_entry(blob: bytes) -> bytes:
+def _gunzip(blob: bytes, where: str) -> bytes:
+    """``blob`` decompressed, refusing more than :data:`MAX_LAYER_BYTES` of output."""
+    import zlib
+
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(blob, MAX_LAYER_BYTES + 1)
+    except zlib.error:
+        raise InputError(f"{where}: layer is not valid gzip") from None
+    if len(data) > MAX_LAYER_BYTES or inflater.unconsumed_tail:
+        raise InputError(f"{where}: layer inflates past {MAX_LAYER_BYTES // 1048576} MiB")
+    return data
+
+
+def _first_entry(blob: bytes, where: str = "bundle") -> bytes:
     """What Tekton's bundles resolver reads from a layer: the first tar entry, after sniffing gzip."""
-    data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+    data = _gunzip(blob, where) if blob[:2] == b"\x1f\x8b" else blob
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             member = tar.next()
@@ -369,20 +385,24 @@ def read_bundle(client: RegistryClient, ref: str) -> tuple[dict[str, Any], list[
         from chainmail.errors import TagNotFoundError
 
         raise TagNotFoundError(f"bundle {target} not found")
-    manifest = json.loads(got[0])
+    manifest = load_json(got[0])  # checked by get_manifest: a JSON object within the depth limit
     layers = manifest.get("layers") or []
+    if not isinstance(layers, list):
+        raise InputError(f"bundle {target}: manifest 'layers' is not a list")
     if len(layers) > MAX_OBJECTS:
         raise InputError(f"bundle {target} has {len(layers)} layers; the resolver allows {MAX_OBJECTS}")
     out = []
     for i, layer in enumerate(layers):
-        ann = layer.get("annotations") or {}
+        ann = layer.get("annotations") if isinstance(layer, dict) else None
+        if not isinstance(ann, dict) or not isinstance(layer.get("digest"), str):
+            raise InputError(f"bundle {target} layer {i}: not a descriptor with a digest and annotations")
         missing = [k for k in (ANN_API_VERSION, ANN_KIND, ANN_NAME) if not ann.get(k)]
         if missing:
             raise InputError(f"bundle {target} layer {i} lacks {', '.join(missing)}")
-        kind = ann[ANN_KIND]
+        kind = str(ann[ANN_KIND])
         if kind != kind.lower() or kind.endswith("s"):
             raise InputError(f"bundle {target} layer {i}: kind '{kind}' must be lower-case and singular")
-        out.append((ann, _first_entry(client.get_blob(target, layer["digest"]))))
+        out.append((ann, _first_entry(client.get_blob(target, layer["digest"]), f"bundle {target} layer {i}")))
     return manifest, out
 
 

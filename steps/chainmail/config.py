@@ -14,12 +14,12 @@ are skipped. chainmail's own settings live under the ``chainmail.`` prefix.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from chainmail._internal.encoding import load_json
 from chainmail.errors import ConfigError
 
 Kind = Literal["taskrun", "pipelinerun", "oci"]
@@ -92,7 +92,9 @@ KEYS: dict[str, KeySpec] = {
     "chainmail.storage.file.directory": KeySpec("chainmail-store"),
     "chainmail.retry.deadline-seconds": KeySpec("300", kind="int"),
     "chainmail.retry.max-failed-attempts": KeySpec("5", kind="int"),
+    "chainmail.registry.max-blob-bytes": KeySpec("16777216", kind="int"),
     "chainmail.namespace-keys": KeySpec(""),
+    "chainmail.sign.verify-images-exist": KeySpec("true", kind="bool"),
 }
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
@@ -214,7 +216,9 @@ def read_config_file(path: Path) -> dict[str, object]:
     import yaml
 
     try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        doc = load_json(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
     except (ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid YAML/JSON: {exc}".splitlines()[0]) from None
     if doc is None:

@@ -162,3 +162,9 @@ def all_errors() -> list[type[Error]]:
         seen.append(cls)
         stack.extend(cls.__subclasses__())
     return seen
+
+
+class ImageNotFoundError(Error):
+    """A run names an image digest its registry does not hold; nothing of the run is signed."""
+
+    exit_code = 22

@@ -16,7 +16,7 @@ from chainmail._internal import crashpoints
 from chainmail.context import Context
 from chainmail.errors import Error, InputError
 from chainmail.models import Payload, RunSnapshot, SignedPayload, StoredRef
-from chainmail.storage import StoreSession, store_all
+from chainmail.store_session import StoreSession
 
 log = logging.getLogger("chainmail.job")
 
@@ -69,23 +69,36 @@ def make_payloads(snapshot: RunSnapshot, ctx: Context, formats: list[str] | None
 
 
 def sign(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
-    """The ``sign`` step."""
-    from chainmail.signing import sign_payloads
+    """The ``sign`` step: first check every claimed image exists (see :mod:`chainmail.image_check`)."""
+    from chainmail.image_check import require_images_exist
+    from chainmail.signing import require_no_transparency, sign_payloads
 
+    require_no_transparency(ctx)
+    require_images_exist(payloads, ctx)
     return sign_payloads(payloads, ctx)
+
+
+def configured_keys(signed: list[SignedPayload], ctx: Context) -> dict[str, str | None]:
+    """The operator's public key for each artifact kind in ``signed`` (what ``store`` verifies with)."""
+    from chainmail.signing import configured_public_key
+
+    kinds = dict.fromkeys(s.payload.artifact.kind for s in signed)
+    return {kind: configured_public_key(kind, ctx) for kind in kinds}
 
 
 def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, mark: bool = True,
           check: bool = False) -> list[StoredRef]:
     """The ``store`` step: every backend, then one annotation patch per run (with ``signed``).
 
-    ``check`` verifies each signature first: set it when ``signed`` was read from a file.
+    ``check`` verifies each signature against the operator's key first (never a key named in
+    ``signed``): set it when ``signed`` was read from a file.
     """
     from chainmail import annotations
+    from chainmail.storage import store_all
 
     session = StoreSession(ctx, snapshot)
     try:
-        refs = store_all(signed, session, check=check)
+        refs = store_all(signed, session, check=check, keys=configured_keys(signed, ctx) if check else None)
         crashpoints.reached("after-store")
     except Error as exc:
         if mark:

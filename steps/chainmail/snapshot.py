@@ -6,18 +6,20 @@ Sources:
   as in Chains' own test data; a ``kind: List`` holding one PipelineRun plus its TaskRuns (or
   one TaskRun); or a CloudEvent body ``{"taskRun": …}`` / ``{"pipelineRun": …}``;
 - the cluster: the run by name, a PipelineRun's children from ``status.childReferences``
-  (falling back to the ``tekton.dev/pipelineRunUID`` label), skipping children that are gone.
+  (without them: the TaskRuns it controls, by ``ownerReferences``), skipping children that are gone.
+  The ``tekton.dev/pipelineRunUID`` label only narrows the list call: anyone who can create a
+  TaskRun can set it, so it never makes a TaskRun a child (:func:`is_child`).
 
 ``source`` records where it came from: ``file:<path>`` or ``api:<server>``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from chainmail._internal.encoding import MAX_JSON_DEPTH, JSONLimitError, load_json
 from chainmail.errors import InputError, NotFoundError
 from chainmail.models import RunSnapshot
 
@@ -100,10 +102,13 @@ def validate_run(obj: Any, where: str, *, expect: RunKind | None = None, strict:
 
 
 def _parse(text: str, path: Path) -> Any:
+    """JSON (depth-bounded) or YAML; hostile nesting is an :class:`InputError`, never a RecursionError."""
     stripped = text.lstrip()
     if path.suffix == ".json" or stripped.startswith(("{", "[")):
         try:
-            return json.loads(text)
+            return load_json(text)
+        except JSONLimitError as exc:
+            raise InputError(f"{path}: {exc}") from None
         except ValueError as exc:
             if path.suffix == ".json":
                 raise InputError(f"{path}: not valid JSON: {exc}") from None
@@ -111,13 +116,34 @@ def _parse(text: str, path: Path) -> Any:
 
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        if _too_deep(docs, MAX_JSON_DEPTH):
+            raise JSONLimitError("too deep")
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid JSON or YAML: {' '.join(str(exc).split())}") from None
+    except (RecursionError, JSONLimitError):
+        raise InputError(f"{path}: nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not docs:
         raise InputError(f"{path}: the file is empty")
     if len(docs) == 1:
         return docs[0]
     return {"kind": "List", "items": docs}
+
+
+def _too_deep(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` nests deeper than ``limit`` (iterative; YAML aliases are walked once per depth)."""
+    deepest: dict[int, int] = {}
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if depth > limit:
+            return True
+        if deepest.get(id(value), -1) >= depth:
+            continue
+        deepest[id(value)] = depth
+        stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def from_document(doc: Any, source: str, where: str = "input", *, strict: bool = True) -> RunSnapshot:
@@ -207,13 +233,37 @@ def from_cluster(kube: KubeClient, kind: RunKind, namespace: str | None, name: s
     return from_object(kube, obj)
 
 
+def is_child(pipelinerun: dict[str, Any], taskrun: dict[str, Any]) -> bool:
+    """Whether ``taskrun`` belongs to ``pipelinerun``: in its namespace, and named in its
+    ``status.childReferences`` or controlled by it (an ownerReference with ``controller: true`` and its uid).
+    The ``tekton.dev/pipelineRunUID`` label does not count."""
+    pr_meta = _mapping(pipelinerun.get("metadata"))
+    tr_meta = _mapping(taskrun.get("metadata"))
+    if tr_meta.get("namespace") != pr_meta.get("namespace"):
+        return False
+    name, uid = tr_meta.get("name"), pr_meta.get("uid")
+    refs = _mapping(pipelinerun.get("status")).get("childReferences")
+    for ref in refs if isinstance(refs, list) else []:
+        if isinstance(ref, dict) and ref.get("kind", "TaskRun") == "TaskRun" and name and ref.get("name") == name:
+            return True
+    owners = tr_meta.get("ownerReferences")
+    return bool(uid) and any(
+        isinstance(o, dict) and o.get("controller") is True and o.get("kind") == "PipelineRun" and o.get("uid") == uid
+        for o in (owners if isinstance(owners, list) else []))
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def children_of(kube: KubeClient, pipelinerun: dict[str, Any]) -> list[dict[str, Any]]:
     """A PipelineRun's child TaskRuns, in ``status.childReferences`` order.
 
     One labelled list call fetches them all; a referenced child missing from it is fetched
     by name, and one that is gone is skipped with a warning (Chains does the same).
     CustomRun children are reported but not fetched. Without childReferences, the children
-    are every TaskRun labelled ``tekton.dev/pipelineRunUID=<uid>``.
+    are the TaskRuns the PipelineRun controls (ownerReferences); a TaskRun that only carries the
+    ``tekton.dev/pipelineRunUID=<uid>`` label is left out with a warning.
     """
     meta = pipelinerun.get("metadata") or {}
     ns = meta.get("namespace") or kube.namespace
@@ -224,7 +274,15 @@ def children_of(kube: KubeClient, pipelinerun: dict[str, Any]) -> list[dict[str,
         for tr in kube.iter_all("taskruns", ns, label_selector=f"tekton.dev/pipelineRunUID={uid}"):
             listed[(tr.get("metadata") or {}).get("name", "")] = tr
     if not refs:
-        return sorted(listed.values(), key=lambda t: (t.get("metadata") or {}).get("name", ""))
+        owned = []
+        for name, tr in sorted(listed.items()):
+            tr.setdefault("metadata", {}).setdefault("namespace", ns)
+            if is_child(pipelinerun, tr):
+                owned.append(tr)
+            else:
+                log.warning("PipelineRun %s/%s: TaskRun %s carries its tekton.dev/pipelineRunUID label but is not "
+                            "controlled by it; it is not treated as a child", ns, meta.get("name"), name)
+        return owned
     out: list[dict[str, Any]] = []
     for ref in refs:
         if not isinstance(ref, dict):

@@ -12,6 +12,10 @@ the worker re-reads it and looks again (signed → skip; claimed by a live holde
 claim older than the lease (default 10 min) may be taken over, so a crashed signer never
 blocks a run for good. :func:`chainmail.annotations.flush` drops the claim in the same patch
 that sets ``signed``.
+
+**Expired listings.** A ``continue`` token the API server no longer honours (410 Gone,
+reason ``Expired``: the sweep outlived the server's compaction window) restarts the listing
+from the start; runs already seen in this sweep (by uid) are not looked at again.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chainmail import annotations as ann
-from chainmail.errors import ConfigError, Error, InputError, NotFoundError
+from chainmail._internal.http import request_counts
+from chainmail.errors import ClusterError, ConfigError, Error, InputError, NotFoundError
 
 if TYPE_CHECKING:
     from chainmail._internal.kube import KubeClient
@@ -44,6 +49,8 @@ DEFAULT_LEASE = 600.0
 #: Claim attempts when the run keeps changing between our read and our patch.
 CLAIM_ATTEMPTS = 5
 _PLURAL = {"TaskRun": "taskruns", "PipelineRun": "pipelineruns"}
+#: Restarts of one listing after its continue token expired (410) before the sweep gives up.
+MAX_LIST_RESTARTS = 3
 
 
 def default_holder() -> str:
@@ -160,6 +167,8 @@ class SweepReport:
             "failed": [{"run": run, "reason": reason} for run, reason in sorted(self.failed)],
             "seen": self.seen,
             "seconds": round(self.seconds, 3),
+            # requests sent by this process, by host and method (retries and redirects included)
+            "httpRequests": request_counts(),
         }
 
     def text(self) -> str:
@@ -387,7 +396,7 @@ class Sweeper:
         for kind in ("TaskRun", "PipelineRun"):
             if kind not in self.options.kinds or budget[0] == 0:
                 continue
-            objects = self.kube.iter_all(_PLURAL[kind], self.options.namespace, page=self.options.page)
+            objects = listing(self.kube, _PLURAL[kind], self.options.namespace, page=self.options.page)
             self._phase(objects, kind, budget)
         self.report.seconds = time.monotonic() - started
         return self.report
@@ -410,6 +419,36 @@ class Sweeper:
                 slots.acquire()
                 future = pool.submit(self.process, obj)
                 future.add_done_callback(lambda _f: slots.release())
+
+
+def listing(kube: KubeClient, plural: str, namespace: str | None, *, page: int) -> Iterator[dict[str, Any]]:
+    """Every object once, a page at a time; an expired continue token (410) restarts the list."""
+    seen: set[str] = set()
+    token: str | None = None
+    restarts = 0
+    while True:
+        try:
+            items, token = kube.list(plural, namespace, limit=page, continue_=token)
+        except ClusterError as exc:
+            if token is None or not _expired(exc) or restarts >= MAX_LIST_RESTARTS:
+                raise
+            restarts += 1
+            log.warning("listing %s: continue token expired (HTTP 410); listing again from the start", plural)
+            token = None
+            continue
+        for item in items:
+            meta = item.get("metadata") or {}
+            ident = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+            if ident not in seen:
+                seen.add(ident)
+                yield item
+        if not token:
+            return
+
+
+def _expired(exc: ClusterError) -> bool:
+    """The API server's 410 Gone for a continue token that is too old."""
+    return "HTTP 410" in str(exc)
 
 
 def _without_claim(obj: dict[str, Any]) -> dict[str, Any]:

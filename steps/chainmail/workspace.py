@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from chainmail._internal.encoding import JSONLimitError, load_json
 from chainmail._internal.files import atomic_write
 from chainmail.errors import WorkspaceError
 from chainmail.models import Payload, RunSnapshot, SignedPayload, StoredRef
@@ -30,6 +31,8 @@ API_VERSION = "chainmail.dev/v1alpha1"
 SNAPSHOT, PAYLOADS, SIGNED, STORED = "snapshot.json", "payloads.json", "signed.json", "stored.json"
 _KINDS = {SNAPSHOT: "Snapshot", PAYLOADS: "Payloads", SIGNED: "Signatures", STORED: "StoredRefs"}
 _PREVIOUS = {PAYLOADS: SNAPSHOT, SIGNED: PAYLOADS, STORED: SIGNED}
+#: Largest step document read (a PipelineRun with hundreds of children stays far below it).
+MAX_DOCUMENT_BYTES = 256 << 20
 
 T = TypeVar("T")
 
@@ -62,15 +65,19 @@ class Workspace:
     def _read(self, name: str) -> dict[str, Any]:
         path = self.path(name)
         try:
+            if path.stat().st_size > MAX_DOCUMENT_BYTES:
+                raise WorkspaceError(f"{path} is larger than {MAX_DOCUMENT_BYTES >> 20} MiB; not a chainmail document")
             raw = path.read_bytes()
         except FileNotFoundError:
             raise WorkspaceError(f"{path} is missing: run the step that writes it first") from None
         try:
-            doc = json.loads(raw)
+            doc = load_json(raw)
         except json.JSONDecodeError as exc:
             raise WorkspaceError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
         except UnicodeDecodeError:
             raise WorkspaceError(f"{path} is not valid JSON (not UTF-8 text)") from None
+        except JSONLimitError as exc:
+            raise WorkspaceError(f"{path} is not a chainmail document ({exc})") from None
         if not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION or doc.get("kind") != _KINDS[name]:
             raise WorkspaceError(f"{path} is not a chainmail {_KINDS[name]} document")
         previous = _PREVIOUS.get(name)

@@ -10,13 +10,15 @@ from types import ModuleType
 import pytest
 from catalog_support import TASKS
 
+from tooling import require_tool
+
 
 @pytest.fixture(scope="session")
 def schemas(shared: Path) -> Path:
     """The Tekton CRD schemas (skips, with the reason, when ../shared is absent)."""
     path = shared / "schemas" / "tekton-pipeline"
     if not (path / "300-task.yaml").exists():
-        pytest.skip(f"Tekton CRD schemas not found under {path} (set CHAINMAIL_SHARED)")
+        require_tool("../shared", f"Tekton CRD schemas not found under {path} (set CHAINMAIL_SHARED)")
     return shared
 
 

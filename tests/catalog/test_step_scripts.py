@@ -263,4 +263,12 @@ def test_sign_payloads_stepaction(run) -> None:
 
 def test_store_stepaction_writes_step_results(run) -> None:
     out = run(stepaction_step("chainmail-store"), params={"OUTPUT_PATH": "/w", "DOCKERCONFIG_PATH": "/d"})
-    assert out.calls == [["store", "--docker-config", "/d", "--workspace", "/w", "--results-dir", str(run.results)]]
+    # store verifies with the operator's key (never a key named in signed.json): the namespace's
+    # signing-secrets unless KEY or the signing-secrets path says otherwise
+    assert out.calls == [["store", "--key", "k8s://team-a/signing-secrets", "--docker-config", "/d",
+                          "--workspace", "/w", "--results-dir", str(run.results)]]
+
+
+def test_store_stepaction_uses_the_signing_key_it_is_given(run) -> None:
+    out = run(stepaction_step("chainmail-store"), params={"OUTPUT_PATH": "/w", "SIGNING_SECRETS_PATH": "/k"})
+    assert out.calls[0][:3] == ["store", "--key", "/k"]

@@ -53,8 +53,9 @@ def _task_script(name: str) -> str:
     ("chainmail-snapshot", "snapshot", ["--taskrun", "--pipelinerun", "--namespace", "--uid", "--workspace"],
      ["--key", "--config", "--results-dir", "--with-children"]),
     ("chainmail-format", "format", ["--config", "--configmap", "--workspace"], ["--key", "--taskrun", "--uid"]),
-    ("chainmail-sign-payloads", "sign", ["--key", "--config", "--workspace"], ["--docker-config", "--results-dir"]),
-    ("chainmail-store", "store", ["--docker-config", "--results-dir", "--workspace"], ["--key", "--taskrun"]),
+    # sign looks up each claimed image (registry credentials); store verifies with the operator's key
+    ("chainmail-sign-payloads", "sign", ["--key", "--docker-config", "--config", "--workspace"], ["--results-dir"]),
+    ("chainmail-store", "store", ["--key", "--docker-config", "--results-dir", "--workspace"], ["--taskrun"]),
 ])
 def test_signing_stepactions_carry_only_their_flags(name: str, subcommand: str, flags: list[str],
                                                     absent: list[str]) -> None:

@@ -16,7 +16,7 @@ Example::
     fulcio.write_trusted_root(tmp_path / "trusted_root.json")
     bundle = fulcio.keyless_bundle("application/vnd.in-toto+json", statement)   # for sigstore-python
 
-Legacy ``.sig``/``.att`` layers need only a leaf (and optionally a Rekor SET): ``chainmail.identity``
+Legacy ``.sig``/``.att`` layers need only a leaf (and optionally a Rekor SET): ``chainmail.verify.certificates``
 does not check SCTs there. :meth:`LocalFulcio.keyless_bundle` makes everything sigstore-python's
 ``Verifier`` checks: a leaf with an embedded SCT, and a Rekor v1 ``dsse`` entry with its inclusion
 promise, an inclusion proof (a one-leaf tree) and a signed checkpoint.

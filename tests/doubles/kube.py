@@ -13,9 +13,22 @@ It follows the real API server where chainmail can tell the difference:
   ``resourceVersion`` is a cluster-wide counter bumped on every write that changes the object;
   annotations over 256 KiB are rejected with 422 like the real server;
 - ``POST`` of an existing name → 409 AlreadyExists; ``PUT`` of an immutable Secret's data → 422;
+- ``status`` is a subresource of the Tekton kinds, as in Tekton's CRDs: a write to the object
+  itself never changes ``.status`` (nor does a create set it); ``…/{name}/status`` reads and
+  writes only ``.status``;
+- a ``continue`` token older than :attr:`KubeApiDouble.max_token_age` seconds, or issued before
+  :meth:`KubeApiDouble.expire_continue_tokens`, is answered 410 Gone (reason ``Expired``);
 - bearer-token auth (401 without or with an unknown token, 403 for rules added with
   :meth:`KubeApiDouble.forbid`); with ``tls=True`` it serves HTTPS from its own CA and also
   accepts client certificates signed by that CA (the user is the certificate's CN);
+- with ``rbac=True`` every request is authorised like the API server's RBAC authoriser: Roles,
+  ClusterRoles, RoleBindings and ClusterRoleBindings loaded with :meth:`KubeApiDouble.load_rbac`
+  (e.g. the YAML the project ships), service-account tokens from :meth:`KubeApiDouble.sa_token`
+  (user ``system:serviceaccount:NS:NAME``, groups ``system:serviceaccounts`` and
+  ``system:serviceaccounts:NS``); only the admin token ``KubeApiDouble.token`` (group
+  ``system:masters``) is allowed everything. Anything not granted is a 403 naming the user,
+  verb, resource (with subresource) and namespace, like the real server;
+- there is no ``default`` service account (nor any object) unless a test adds one;
 - every error body is a real ``Status`` object.
 
 Fault injection for retry tests: :meth:`KubeApiDouble.fail_next` (answer the next N matching
@@ -59,6 +72,9 @@ KINDS = {
 }
 PLURALS = {kind: plural for plural, (kind, _) in KINDS.items()}
 MAX_ANNOTATIONS = 256 * 1024
+ADMIN_USER = "kubernetes-admin"
+RBAC_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
 
 Key = tuple[str, str, str]  # (plural, namespace, name)
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
@@ -189,25 +205,33 @@ class _HandledError(Exception):
 
 
 _ROUTES = (
-    re.compile(r"^/apis/(tekton\.dev/v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?/?$"),
+    re.compile(r"^/apis/(tekton\.dev/v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/(status))?)?/?$"),
     re.compile(r"^/apis/(tekton\.dev/v1)/([^/]+)/?$"),
-    re.compile(r"^/api/(v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?/?$"),
+    re.compile(r"^/api/(v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/(status))?)?/?$"),
     re.compile(r"^/api/(v1)/([^/]+)/?$"),
 )
+#: Kinds whose ``status`` is a subresource (Tekton's CRDs enable ``subresources.status``).
+STATUS_SUBRESOURCE = frozenset({"taskruns", "pipelineruns", "customruns"})
 
 
-def _route(path: str) -> tuple[str, str, str | None, str | None] | None:
-    """(group, plural, namespace, name) of an API path."""
+def _route5(path: str) -> tuple[str, str, str | None, str | None, str | None] | None:
+    """(group, plural, namespace, name, subresource) of an API path."""
     for i, rx in enumerate(_ROUTES):
         m = rx.match(path)
         if not m:
             continue
         if i in (0, 2):
-            group, ns, plural, name = m.groups()
-            return group, plural, ns, name
+            group, ns, plural, name, sub = m.groups()
+            return group, plural, ns, name, sub
         group, plural = m.groups()
-        return group, plural, None, None
+        return group, plural, None, None, None
     return None
+
+
+def _route(path: str) -> tuple[str, str, str | None, str | None] | None:
+    """(group, plural, namespace, name) of an API path."""
+    route = _route5(path)
+    return None if route is None else route[:4]
 
 
 def _now() -> str:
@@ -217,10 +241,19 @@ def _now() -> str:
 class KubeApiDouble:
     """The API server double; see the module docstring."""
 
-    def __init__(self, *, token: str = "chainmail-test-token", tls: bool = False) -> None:
+    def __init__(self, *, token: str = "chainmail-test-token", tls: bool = False, rbac: bool = False) -> None:
         self.token = token
+        #: Enforce :attr:`rbac_docs` (see :meth:`load_rbac`); otherwise every authenticated user may do anything.
+        self.rbac = rbac
+        #: Roles, ClusterRoles, RoleBindings and ClusterRoleBindings in force when :attr:`rbac` is on.
+        self.rbac_docs: list[dict[str, Any]] = []
         #: bearer token → user name.
-        self.tokens: dict[str, str] = {token: "system:serviceaccount:default:chainmail"}
+        self.tokens: dict[str, str] = {token: ADMIN_USER if rbac else "system:serviceaccount:default:chainmail"}
+        #: user name → groups (besides the ones derived for service accounts).
+        self.groups: dict[str, tuple[str, ...]] = {ADMIN_USER: ("system:masters", "system:authenticated")}
+        #: Continue tokens older than this many seconds are answered 410 Gone (None: never).
+        self.max_token_age: float | None = None
+        self._token_epoch = 0
         self.objects: dict[Key, dict[str, Any]] = {}
         self.request_log: list[LoggedRequest] = []
         #: Keep request bodies in :attr:`request_log` (PATCH/POST/PUT).
@@ -346,6 +379,66 @@ class KubeApiDouble:
         """Answer 403 to ``verb`` on ``plural`` (None = any) for ``token`` (None = any user)."""
         self._forbidden.append((verb, plural, token))
 
+    def load_rbac(self, *sources: Path | str | dict[str, Any], namespace: str = "default") -> list[str]:
+        """Load RBAC objects (and ServiceAccounts, which become objects) from YAML files or dicts.
+
+        Namespaced objects without ``metadata.namespace`` land in ``namespace``, as ``kubectl
+        apply -n`` would put them. Other kinds are ignored. Returns ``Kind/name`` of what was loaded.
+        """
+        import yaml
+
+        loaded = []
+        for source in sources:
+            docs = [source] if isinstance(source, dict) else list(yaml.safe_load_all(Path(source).read_text()))
+            for doc in docs:
+                if not isinstance(doc, dict) or doc.get("kind") not in (*RBAC_KINDS, "ServiceAccount"):
+                    continue
+                doc = copy.deepcopy(doc)
+                meta = doc.setdefault("metadata", {})
+                if doc["kind"] in ("Role", "RoleBinding", "ServiceAccount"):
+                    meta.setdefault("namespace", namespace)
+                if doc["kind"] == "ServiceAccount":
+                    self.add(doc)
+                else:
+                    with self.lock:
+                        self.rbac_docs.append(doc)
+                loaded.append(f"{doc['kind']}/{meta.get('name')}")
+        return loaded
+
+    def sa_token(self, namespace: str, name: str) -> str:
+        """A bearer token for the ServiceAccount ``namespace/name``, which must exist (as on a real cluster)."""
+        if self.get("serviceaccounts", namespace, name) is None:
+            raise KeyError(f"no ServiceAccount {namespace}/{name}: add it (or load_rbac the YAML that defines it)")
+        token = f"sa-{namespace}-{name}-{uuid.uuid4().hex[:12]}"
+        self.tokens[token] = f"system:serviceaccount:{namespace}:{name}"
+        return token
+
+    def user_token(self, user: str, groups: tuple[str, ...] = ()) -> str:
+        """A bearer token for a plain user in ``groups`` (plus ``system:authenticated``)."""
+        token = f"user-{uuid.uuid4().hex[:16]}"
+        self.tokens[token] = user
+        self.groups[user] = (*groups, "system:authenticated")
+        return token
+
+    def can(self, user: str, verb: str, plural: str, namespace: str | None, name: str | None = None,
+            subresource: str | None = None) -> bool:
+        """What the RBAC authoriser would answer (True when :attr:`rbac` is off)."""
+        if not self.rbac:
+            return True
+        return _rbac_allows(self.rbac_docs, user, self._groups_of(user), verb, KINDS[plural][1], plural,
+                            subresource, namespace, name)
+
+    def _groups_of(self, user: str) -> tuple[str, ...]:
+        m = re.match(r"^system:serviceaccount:([^:]+):([^:]+)$", user)
+        if m:
+            return ("system:serviceaccounts", f"system:serviceaccounts:{m.group(1)}", "system:authenticated")
+        return self.groups.get(user, ("system:authenticated",))
+
+    def expire_continue_tokens(self) -> None:
+        """Every continue token handed out so far is now too old (the next use gets 410 Gone)."""
+        with self.lock:
+            self._token_epoch += 1
+
     def fail_next(self, n: int = 1, status: int = 500, *, method: str | None = None,
                   path_contains: str | None = None, retry_after: float | None = None) -> None:
         """Answer the next ``n`` matching requests with ``status`` (a Status body)."""
@@ -422,23 +515,32 @@ class KubeApiDouble:
 
     def _dispatch(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes,
                   user: str) -> tuple[int, dict[str, Any]]:
-        route = _route(path)
-        if route is None or route[1] not in KINDS or KINDS[route[1]][1] != route[0]:
+        route = _route5(path)
+        if route is None or route[1] not in KINDS or KINDS[route[1]][1] != route[0] or (
+                route[4] and route[1] not in STATUS_SUBRESOURCE):
             raise _HandledError(404, status_body(404, "NotFound", "the server could not find the requested resource",
                                             {}))
-        _, plural, ns, name = route
+        _, plural, ns, name, sub = route
         verb = {"GET": "get" if name else "list", "PATCH": "patch", "POST": "create", "PUT": "update",
                 "DELETE": "delete"}.get(method)
-        if verb is None or (name is None and method not in ("GET", "POST")) or (name and method == "POST"):
+        if verb == "list" and query.get("watch") in ("1", "true"):
+            verb = "watch"
+        if verb is None or (name is None and method not in ("GET", "POST")) or (name and method == "POST") or (
+                sub and verb not in ("get", "patch", "update")):
             raise _HandledError(405, status_body(405, "MethodNotAllowed",
                                             "the server does not allow this method on the requested resource"))
         self._authorize(user, headers, verb, plural, ns, name)
+        self._rbac_check(user, verb, plural, ns, name, sub)
+        if verb == "watch":
+            raise _HandledError(405, status_body(405, "MethodNotAllowed", "the double does not serve watches"))
         payload: Any = None
         if body:
             try:
                 payload = json.loads(body)
             except ValueError as exc:
                 raise _HandledError(400, status_body(400, "BadRequest", f"error decoding body: {exc}")) from None
+        if sub:
+            return 200, self._status_write(verb, plural, ns, name, payload, headers)  # type: ignore[arg-type]
         if verb == "get":
             return 200, self._get(plural, ns, name)  # type: ignore[arg-type]
         if verb == "list":
@@ -481,6 +583,55 @@ class KubeApiDouble:
                     f'{subject}: User "{user}" cannot {verb} resource "{plural}" in API group "{api_group}"{where}',
                     {"name": name or "", "group": api_group, "kind": plural}))
 
+    def _rbac_check(self, user: str, verb: str, plural: str, ns: str | None, name: str | None,
+                    sub: str | None) -> None:
+        if self.can(user, verb, plural, ns, name, sub):
+            return
+        api_group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
+        resource = f"{plural}/{sub}" if sub else plural
+        where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
+        subject = f'{self._qualified(plural)} "{name}" is forbidden' if name else f"{self._qualified(plural)} is forbidden"
+        raise _HandledError(403, status_body(
+            403, "Forbidden",
+            f'{subject}: User "{user}" cannot {verb} resource "{resource}" in API group "{api_group}"{where}',
+            {"name": name or "", "group": api_group, "kind": plural}))
+
+    def _status_write(self, verb: str, plural: str, ns: str, name: str, payload: Any, headers: Any) -> dict[str, Any]:
+        """``…/{name}/status``: read the object, or change only its ``.status``."""
+        if verb == "get":
+            return self._get(plural, ns, name)
+        with self.lock:
+            old = self.objects.get((plural, ns, name))
+            if old is None:
+                raise self._not_found(plural, name)
+            if verb == "patch":
+                ctype = (headers.get("Content-Type") or "").split(";")[0].strip()
+                if ctype != "application/merge-patch+json":
+                    raise _HandledError(415, status_body(415, "UnsupportedMediaType",
+                                                    "the body of the request was in an unknown format - accepted "
+                                                    "media types include: application/merge-patch+json"))
+                if not isinstance(payload, dict):
+                    raise _HandledError(400, status_body(400, "BadRequest", "a merge patch must be a JSON object"))
+                want_rv = (payload.get("metadata") or {}).get("resourceVersion")
+                new_status = merge_patch(old, payload).get("status")
+            else:
+                if not isinstance(payload, dict) or (payload.get("metadata") or {}).get("name") != name:
+                    raise _HandledError(400, status_body(400, "BadRequest",
+                                                    "the name of the object does not match the URL"))
+                want_rv = (payload.get("metadata") or {}).get("resourceVersion")
+                new_status = payload.get("status")
+            if want_rv is not None and str(want_rv) != old["metadata"]["resourceVersion"]:
+                raise self._conflict(plural, name)
+            updated = copy.deepcopy(old)
+            if new_status is None:
+                updated.pop("status", None)
+            else:
+                updated["status"] = copy.deepcopy(new_status)
+            if updated != old:
+                updated["metadata"]["resourceVersion"] = self.next_rv()
+                self.objects[(plural, ns, name)] = updated
+            return copy.deepcopy(updated)
+
     def _qualified(self, plural: str) -> str:
         return f"{plural}.tekton.dev" if KINDS[plural][1] == TEKTON else plural
 
@@ -516,9 +667,17 @@ class KubeApiDouble:
         start: list[str] | None = None
         if query.get("continue"):
             try:
-                start = json.loads(base64.urlsafe_b64decode(query["continue"]))["start"]
-            except (ValueError, KeyError, TypeError):
+                decoded = json.loads(base64.urlsafe_b64decode(query["continue"]))
+                start = decoded["start"]
+                issued, epoch = float(decoded.get("issued", 0)), int(decoded.get("epoch", 0))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 raise _HandledError(400, status_body(400, "BadRequest", "continue key is not valid")) from None
+            if epoch != self._token_epoch or (self.max_token_age is not None
+                                              and time.time() - issued > self.max_token_age):
+                raise _HandledError(410, status_body(
+                    410, "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can "
+                    "start a new list without the continue parameter."))
         kind, group = KINDS[plural]
         with self.lock:
             keys = sorted(k for k in self.objects if k[0] == plural and (ns is None or k[1] == ns))
@@ -532,9 +691,10 @@ class KubeApiDouble:
                 if not match((obj.get("metadata") or {}).get("labels") or {}):
                     continue
                 if limit and len(items) == limit:
-                    token = base64.urlsafe_b64encode(json.dumps({"start": [items[-1]["metadata"]["namespace"],
-                                                                          items[-1]["metadata"]["name"]]}).encode()
-                                                     ).decode()
+                    last = items[-1]["metadata"]
+                    token = base64.urlsafe_b64encode(json.dumps({
+                        "start": [last["namespace"], last["name"]], "issued": time.time(),
+                        "epoch": self._token_epoch}).encode()).decode()
                     remaining = sum(1 for k in keys[i:]
                                     if match((self.objects[k].get("metadata") or {}).get("labels") or {}))
                     break
@@ -587,6 +747,7 @@ class KubeApiDouble:
                                                   "creationTimestamp")}
             updated = merge_patch(obj, patch)
             updated["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            _keep_status(plural, obj, updated)
             self._validate(updated)
             if updated != obj:
                 updated["metadata"]["resourceVersion"] = self.next_rv()
@@ -604,6 +765,8 @@ class KubeApiDouble:
                                                 f'{self._qualified(plural)} "{name}" already exists',
                                                 {"name": name, "group": group, "kind": plural}))
             obj = self._normalise(plural, ns, body)
+            if plural in STATUS_SUBRESOURCE:
+                obj.pop("status", None)  # the status subresource: a create does not set it
             self._validate(obj)
             obj["metadata"]["uid"] = str(uuid.uuid4())
             obj["metadata"]["creationTimestamp"] = _now()
@@ -631,6 +794,7 @@ class KubeApiDouble:
             self._validate(obj)
             for k in ("uid", "creationTimestamp"):
                 obj["metadata"][k] = old["metadata"].get(k)
+            _keep_status(plural, old, obj)
             obj["metadata"]["resourceVersion"] = self.next_rv()
             self.objects[(plural, ns, name)] = obj
             return copy.deepcopy(obj)
@@ -652,6 +816,72 @@ class KubeApiDouble:
             data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in obj.pop("stringData").items()})
             obj["data"] = data
         return obj
+
+
+def _keep_status(plural: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A write to the main resource cannot change ``.status`` when status is a subresource."""
+    if plural not in STATUS_SUBRESOURCE:
+        return
+    if "status" in old:
+        new["status"] = copy.deepcopy(old["status"])
+    else:
+        new.pop("status", None)
+
+
+# ------------------------------------------------------------------ RBAC
+
+
+def _subject_matches(subject: dict[str, Any], user: str, groups: tuple[str, ...], binding_ns: str | None) -> bool:
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "ServiceAccount":
+        sa_ns = subject.get("namespace") or binding_ns
+        return user == f"system:serviceaccount:{sa_ns}:{name}"
+    if kind == "User":
+        return user == name
+    if kind == "Group":
+        return name in groups
+    return False
+
+
+def _rule_allows(rule: dict[str, Any], verb: str, group: str, plural: str, sub: str | None,
+                 name: str | None) -> bool:
+    verbs, groups = rule.get("verbs") or [], rule.get("apiGroups") or []
+    resources, names = rule.get("resources") or [], rule.get("resourceNames") or []
+    if "*" not in verbs and verb not in verbs:
+        return False
+    if "*" not in groups and group not in groups:
+        return False
+    wanted = f"{plural}/{sub}" if sub else plural
+    if "*" not in resources and wanted not in resources and not (sub and f"*/{sub}" in resources):
+        return False
+    return not names or (name is not None and name in names)
+
+
+def _rbac_allows(docs: list[dict[str, Any]], user: str, groups: tuple[str, ...], verb: str, api_version: str,
+                 plural: str, sub: str | None, namespace: str | None, name: str | None) -> bool:
+    """The RBAC authoriser's decision for one request (``system:masters`` may do anything)."""
+    if "system:masters" in groups:
+        return True
+    group = "tekton.dev" if api_version == TEKTON else ""
+    roles = {(d["kind"], (d.get("metadata") or {}).get("namespace"), (d.get("metadata") or {}).get("name")): d
+             for d in docs if d.get("kind") in ("Role", "ClusterRole")}
+    for binding in docs:
+        kind = binding.get("kind")
+        if kind not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        b_ns = (binding.get("metadata") or {}).get("namespace") if kind == "RoleBinding" else None
+        if kind == "RoleBinding" and namespace != b_ns:
+            continue  # a RoleBinding grants only inside its namespace (never cluster-scoped lists)
+        if not any(_subject_matches(s, user, groups, b_ns) for s in binding.get("subjects") or []):
+            continue
+        ref = binding.get("roleRef") or {}
+        if ref.get("kind") == "Role":
+            role = roles.get(("Role", b_ns, ref.get("name"))) if kind == "RoleBinding" else None
+        else:
+            role = roles.get(("ClusterRole", None, ref.get("name")))
+        if role and any(_rule_allows(r, verb, group, plural, sub, name) for r in role.get("rules") or []):
+            return True
+    return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -910,6 +1140,16 @@ def pipelinerun_with_children(name: str, namespace: str = "default", *, tasks: t
 def kube_api() -> Iterator[KubeApiDouble]:
     """A fresh API double on 127.0.0.1 (plain HTTP, bearer token ``kube_api.token``)."""
     api = KubeApiDouble().start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def kube_api_rbac() -> Iterator[KubeApiDouble]:
+    """The API double with RBAC enforced: load Roles and bindings with ``load_rbac``; ``token`` is the admin."""
+    api = KubeApiDouble(rbac=True).start()
     try:
         yield api
     finally:

@@ -239,7 +239,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _require_binary() -> None:
     if shutil.which(BINARY) is None:
-        pytest.skip(f"'{BINARY}' not installed (Debian package docker-registry); registry tests skipped")
+        from tooling import require_tool
+
+        require_tool(BINARY, "not installed (Debian package docker-registry); registry tests skipped")
 
 
 @pytest.fixture(scope="session")
@@ -260,7 +262,9 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
     _require_binary()
     line = _htpasswd_line(USERNAME, PASSWORD)
     if line is None:
-        pytest.skip("no bcrypt implementation (install the 'bcrypt' wheel) to write the registry's htpasswd file")
+        from tooling import require_tool
+
+        require_tool("bcrypt", "no bcrypt implementation (install the 'bcrypt' wheel) to write the registry's htpasswd")
     tmp = tmp_path_factory.mktemp("auth-registry")
     htpasswd = tmp / "htpasswd"
     htpasswd.write_text(line + "\n")

@@ -17,6 +17,8 @@ runner = CliRunner()
 FILE_STORAGE = [
     "--set", "artifacts.taskrun.storage=file", "--set", "artifacts.pipelinerun.storage=file",
     "--set", "artifacts.oci.storage=file", "--set", "artifacts.taskrun.format=slsa/v1",
+    # the example's images were never pushed to any registry
+    "--set", "chainmail.sign.verify-images-exist=false",
 ]
 
 
@@ -58,8 +60,9 @@ def test_five_steps_through_a_workspace(tmp_path: Path) -> None:
     steps = [
         ["snapshot", "--from-file", str(run), "-w", str(ws)],
         ["format", "-w", str(ws), *FILE_STORAGE],
-        ["sign", "-w", str(ws), "--key", str(keys), *FILE_STORAGE],
-        ["store", "-w", str(ws), "--file-store", str(store), *FILE_STORAGE, "--results-dir", str(tmp_path / "res")],
+        ["sign", "-w", str(ws), "--key", str(keys), "--trust-file-snapshot", *FILE_STORAGE],
+        ["store", "-w", str(ws), "--key", str(keys / "cosign.pub"), "--trust-file-snapshot",
+         "--file-store", str(store), *FILE_STORAGE, "--results-dir", str(tmp_path / "res")],
     ]
     for argv in steps:
         res = runner.invoke(app, argv)
@@ -78,7 +81,7 @@ def test_store_refuses_a_tampered_signature_file(tmp_path: Path) -> None:
     run = example_dir() / "taskrun.json"
     for argv in (["snapshot", "--from-file", str(run), "-w", str(ws)],
                  ["format", "-w", str(ws), *FILE_STORAGE],
-                 ["sign", "-w", str(ws), "--key", str(keys), *FILE_STORAGE]):
+                 ["sign", "-w", str(ws), "--key", str(keys), "--trust-file-snapshot", *FILE_STORAGE]):
         assert runner.invoke(app, argv).exit_code == 0
     path = ws / "signed.json"
     doc = json.loads(path.read_text())
@@ -86,14 +89,24 @@ def test_store_refuses_a_tampered_signature_file(tmp_path: Path) -> None:
     sig[-3] ^= 0x01
     doc["signatures"][1]["signature"] = base64.b64encode(bytes(sig)).decode()
     path.write_text(json.dumps(doc))
-    res = runner.invoke(app, ["store", "-w", str(ws), "--file-store", str(store), *FILE_STORAGE])
+    res = runner.invoke(app, ["store", "-w", str(ws), "--key", str(keys), "--trust-file-snapshot",
+                              "--file-store", str(store), *FILE_STORAGE])
     assert res.exit_code == errors.WorkspaceError.exit_code
     assert "does not verify" in res.stderr
-    # nothing half-written: no payload or signature files, only the run's failure record
-    written = sorted(p.name for p in store.rglob("*") if p.is_file())
-    assert written == ["annotations.json"]
-    marks = json.loads(next(store.rglob("annotations.json")).read_text())
-    assert "failed" in json.dumps(marks)
+    # refused before any backend ran: nothing written at all
+    assert not store.exists() or not any(p.is_file() for p in store.rglob("*"))
+
+
+def test_sign_refuses_a_file_snapshot_nobody_vouched_for(tmp_path: Path) -> None:
+    keys = _keys(tmp_path)
+    ws = tmp_path / "ws"
+    for argv in (["snapshot", "--from-file", str(example_dir() / "taskrun.json"), "-w", str(ws)],
+                 ["format", "-w", str(ws), *FILE_STORAGE]):
+        assert runner.invoke(app, argv).exit_code == 0
+    res = runner.invoke(app, ["sign", "-w", str(ws), "--key", str(keys), *FILE_STORAGE])
+    assert res.exit_code == errors.WorkspaceError.exit_code
+    assert "--trust-file-snapshot" in res.stderr
+    assert not (ws / "signed.json").exists()
 
 
 def test_run_refuses_an_unfinished_run(tmp_path: Path) -> None:

@@ -266,12 +266,8 @@ def test_a_permanent_failure_fails_fast_with_its_reason(registry, auth_registry,
 
 
 def test_an_image_gone_from_the_registry_fails_fast_with_its_reason(registry, kube_api, tmp_path, key):
-    """404 from the registry: with sigstore-bundle encoding the image must exist to be a referrer's subject.
-
-    (With the default dsse encoding chainmail writes the .sig/.att tags without looking at the image,
-    so a deleted image is not an error there.) Image signatures go to annotations here: the attestation
-    alone exercises the 404.
-    """
+    """404 from the registry: chainmail looks each claimed image up before signing (``image_check``), so a
+    run naming a deleted image fails at once with its reason, and nothing of it is signed."""
     fleet = Fleet(kube_api, registry, tmp_path, prefix="gone")
     good = fleet.add(3, namespaces=1)
     (gone,) = fleet.add(1, namespaces=1, name="gone")
@@ -284,10 +280,10 @@ def test_an_image_gone_from_the_registry_fails_fast_with_its_reason(registry, ku
     report = result.json()
     assert report["signed"] == len(good), str(result)
     assert [f["run"] for f in report["failed"]] == [f"TaskRun {gone.namespace}/{gone.name}"]
-    assert "not found" in report["failed"][0]["reason"] and gone.digest[:20] in report["failed"][0]["reason"]
+    assert "does not exist" in report["failed"][0]["reason"] and gone.digest[:20] in report["failed"][0]["reason"]
     assert result.seconds < 30 and result.retries["total"] == 0
     notes = fleet.annotations(gone)
-    assert notes["chains.tekton.dev/signed"] == "failed" and "not found" in notes["chainmail.dev/failure-reason"]
+    assert notes["chains.tekton.dev/signed"] == "failed" and "does not exist" in notes["chainmail.dev/failure-reason"]
     assert fleet.problems(good, oci_tags=False) == []
 
 

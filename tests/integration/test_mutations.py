@@ -25,6 +25,12 @@ tampering: ``keyid`` edits (cosign ignores keyid; asserted to still verify), bas
 signatures next to the genuine one, the bundle's ``publicKey.hint``, and unsigned ``signed.json`` metadata.
 They are counted separately and never counted as mutations.
 
+Valid signatures that must still not count are generated too, and reported apart from the byte flips in
+``stages`` (per group: how many mutations reached each verification stage — parsed, signature verified, binding
+checked, accepted): ``attacker-key`` (re-signed with an attacker's key, over the genuine payload or an edited one,
+in every layout) and ``wrong-binding`` (genuine signatures of another image or run: another image's whole
+``.sig``/``.att`` manifest, layer or bundle under this image, another run's annotations on this run).
+
 Results (totals per category) go to ``bench/results/mutations.json``. The main test requires at least 1,000
 mutations and 0 accepted. ``GUARDED_GAPS`` names the holes this test found in verify.py (since fixed) so each
 stays exercised; ``KNOWN_CRASHES`` lists Python exceptions still raised on malformed input (strict xfail).
@@ -75,16 +81,16 @@ P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 #: Gaps this test found in verify.py (all accepted some mutations; fixed since). The oracle still tags each
 #: variant that falls in one, and the main test requires every tag to be exercised and none accepted.
 GUARDED_GAPS: dict[str, str] = {
-    "bundle-mediatype": "verify._bundle_envelope did not check the bundle's mediaType: missing, empty, non-string, "
+    "bundle-mediatype": "verify._bundle_envelope (now verify.bundles.bundle_envelope) did not check the bundle's mediaType: missing, empty, non-string, "
                         "garbage or upper-cased media types verified (@sigstore/bundle's bundleFromJSON refuses "
                         "those, see test_sigstore_js; relabelling to another known version is not counted)",
-    "empty-stored-payload": "verify._verify_stored skipped the stored-payload == envelope-payload check when the "
+    "empty-stored-payload": "verify._verify_stored (now verify.stored.verify_stored) skipped the stored-payload == envelope-payload check when the "
                             "stored payload was empty (`if payload and inner != payload`), so an emptied "
                             "payload-K annotation or .payload file verified",
     "run-binding": "verify_run did not check that K in payload-K/signature-K names the run it is on "
                    "(taskrun-<uid>/pipelinerun-<uid>, or the image digest prefix of a simple-signing payload) nor "
                    "the statement's run identity, so another run's genuine annotations pasted onto this run "
-                   "verified. (Chains' default 'in-toto'/'slsa/v1' statements carry no uid; verify.check_run_binding "
+                   "verified. (Chains' default 'in-toto'/'slsa/v1' statements carry no uid; verify.binding.check_run_binding "
                    "now compares the start time, and invocationId for SLSA v1.0.)",
 }
 
@@ -426,10 +432,11 @@ def build_world(fx: Path, tmp: Path) -> World:
     FileBackend(session).store(tsigned)
     annotations = session.annotations[snapshot.ref]
     runs = {}
-    for name, item in (("annotations-att", tsigned[0]), ("annotations-sig", tsigned[1])):
-        short = item.payload.artifact.short_key
+    for name, items in (("annotations-att", tsigned[:1]), ("annotations-sig", tsigned[:2])):
+        # a run verifies only with its own attestation: the image-signature run carries it too
+        shorts = tuple(item.payload.artifact.short_key for item in items)
         one = copy.deepcopy(run)
-        one["metadata"]["annotations"].update({k: v for k, v in annotations.items() if k.endswith(short)})
+        one["metadata"]["annotations"].update({k: v for k, v in annotations.items() if k.endswith(shorts)})
         runs[name] = one
     # another run's genuine attestation (same key), for the replay category
     other_run = copy.deepcopy(run)
@@ -1030,7 +1037,8 @@ def generate(world: World) -> list[Variant]:
     for name, genuine in (("annotations-att", tatt), ("annotations-sig", timg)):
         run = world.runs[name]
         anns = run["metadata"]["annotations"]
-        sig_key = next(k for k in anns if k.startswith("chains.tekton.dev/signature-"))
+        sig_key = next(k for k in anns if k.startswith("chains.tekton.dev/signature-")
+                       and is_image_key(k.removeprefix("chains.tekton.dev/signature-")) == (name == "annotations-sig"))
         pay_key = sig_key.replace("/signature-", "/payload-")
         prefix = "ann.att" if name == "annotations-att" else "ann.sig"
 
@@ -1112,6 +1120,8 @@ def generate(world: World) -> list[Variant]:
                 file_variant(category, {sig_name: text.encode()}, note)
         file_variant(f"{prefix}.removed", {pay_name: ...}, "payload file removed")
 
+    valid_signature_variants(world, add)
+
     # workspace signed.json
     raw = world.workspace["signed.json"]
     for op, count in (("bitflip", 150), ("insert", 25), ("delete", 25), ("truncate", 12)):
@@ -1144,6 +1154,82 @@ def generate(world: World) -> list[Variant]:
         legit, note = signed_json_oracle(world, data)
         add("ws.edit", "signed-json", data, legit, f"{name}{'; ' + note if note else ''}")
     return variants
+
+
+def _edited_statement(payload: bytes) -> bytes:
+    doc = json.loads(payload)
+    doc["predicate"]["builder"] = {"id": "https://attacker.example/builder"}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def valid_signature_variants(world: World, add: Callable[..., None]) -> None:
+    """Variants whose signature *verifies* — and must still not count.
+
+    ``attacker.*``: re-signed with an attacker's key (the genuine payload, or an edited one); the verifier is
+    given only the genuine key. ``binding.*``: a genuine signature by the genuine key, presented for what it does
+    not bind: another image's whole ``.sig``/``.att`` manifest under this image's tag (``.att`` of image A
+    copied to image B). With the ``*.replay`` categories (another image's layer or bundle, another run's
+    annotations) they form the ``wrong-binding`` group of ``stages`` in mutations.json.
+    """
+    other = world.other_signer
+    # legacy tags
+    sig_annotations = json.loads(world.legacy.get_manifest(_tag(world, "sig"))[0])["layers"][0]["annotations"]
+    evil_img = world.img.payload.replace(REPO.encode(), b"demo/evil")
+    for note, payload in (("genuine payload", world.img.payload), ("edited payload", evil_img)):
+        reg = legacy_state(world, "sig", blob=payload,
+                           annotations={**sig_annotations, ANN_SIGNATURE: b64(other.sign(payload))})
+        add("attacker.sig", "legacy-sig", reg, legacy_oracle(world, reg, "sig"), note)
+    for note, payload in (("genuine statement", world.att.payload), ("edited statement",
+                                                                     _edited_statement(world.att.payload))):
+        reg = legacy_state(world, "att", blob=resign_envelope(world, world.att.payload_type, payload, other))
+        add("attacker.att", "legacy-att", reg, legacy_oracle(world, reg, "att"), note)
+    other_ref = Reference.parse(world.other_image)
+    algo, _, hexpart = other_ref.digest.partition(":")
+    for suffix, layout in (("sig", "legacy-sig"), ("att", "legacy-att")):
+        raw = world.legacy.get_manifest(other_ref.with_tag(f"{algo}-{hexpart}.{suffix}"))[0]
+        reg = legacy_state(world, suffix, manifest_raw=raw)
+        add(f"binding.{suffix}", layout, reg, legacy_oracle(world, reg, suffix),
+            f"another image's genuine .{suffix} manifest under this image's tag")
+    # bundles
+    for base, layout, genuine in (("bundle-sig", "bundle-sig", world.bundle_img), ("bundle-att", "bundle-att",
+                                                                                     world.att)):
+        _r, _m, raw_bundle = bundle_parts(world.bundles[base], world)
+        bundle = json.loads(raw_bundle)
+        edited = _edited_statement(genuine.payload) if base == "bundle-att" else \
+            genuine.payload.replace(REPO.encode(), b"demo/evil")
+        for note, payload in (("genuine payload", genuine.payload), ("edited payload", edited)):
+            env = json.loads(resign_envelope(world, genuine.payload_type, payload, other))
+            reg = bundle_state(world, base, compact({**bundle, "dsseEnvelope": env}))
+            add(f"attacker.{layout.removeprefix('bundle-')}-bundle", layout, reg, bundle_oracle(world, reg, genuine),
+                note)
+    # run annotations
+    for name, genuine in (("annotations-att", world.tekton_att), ("annotations-sig", world.tekton_img)):
+        run = world.runs[name]
+        anns = run["metadata"]["annotations"]
+        sig_key = next(k for k in anns if k.startswith("chains.tekton.dev/signature-")
+                       and is_image_key(k.removeprefix("chains.tekton.dev/signature-")) == (name == "annotations-sig"))
+        pay_key = sig_key.replace("/signature-", "/payload-")
+        edited = _edited_statement(genuine.payload) if genuine.envelope else \
+            genuine.payload.replace(REPO.encode(), b"demo/evil")
+        for note, payload in (("genuine payload", genuine.payload), ("edited payload", edited)):
+            signature = resign_envelope(world, genuine.payload_type, payload, other) if genuine.envelope \
+                else other.sign(payload)
+            variant = copy.deepcopy(run)
+            variant["metadata"]["annotations"].update({sig_key: b64(signature), pay_key: b64(payload)})
+            add(f"attacker.{name}", name, variant,
+                annotations_oracle(variant["metadata"]["annotations"], sig_key, pay_key, genuine), note)
+    # file store
+    for name, genuine in (("file-att", world.tekton_att), ("file-sig", world.tekton_img)):
+        files = world.files[name]
+        sig_name = next(k for k in files if k.endswith(".signature"))
+        pay_name = next(k for k in files if k.endswith(".payload"))
+        edited = _edited_statement(genuine.payload) if genuine.envelope else \
+            genuine.payload.replace(REPO.encode(), b"demo/evil")
+        for note, payload in (("genuine payload", genuine.payload), ("edited payload", edited)):
+            signature = resign_envelope(world, genuine.payload_type, payload, other) if genuine.envelope \
+                else b64(other.sign(payload)).encode()
+            variant = {**files, sig_name: signature, pay_name: payload}
+            add(f"attacker.{name}", name, variant, file_oracle(variant, sig_name, pay_name, genuine), note)
 
 
 def annotations_oracle(anns: dict[str, Any], sig_key: str, pay_key: str, genuine: Genuine) -> tuple[bool, str]:
@@ -1209,15 +1295,30 @@ def signed_json_oracle(world: World, data: bytes) -> tuple[bool, str]:
 
 # -- running the variants -----------------------------------------------------------------------------
 
+def is_image_key(short: str) -> bool:
+    return len(short) == 12 and all(c in "0123456789abcdef" for c in short)
+
+
+def verify_run_layout(world: World, run: dict[str, Any], layout: str) -> list[Any]:
+    """``verify run``; for ``annotations-sig`` the image signature stored on the run must be among what verified."""
+    from chainmail.errors import NoSignatureError
+    from chainmail.verify import verify_run
+
+    verified = verify_run(run, [world.pub], Context())
+    if layout == "annotations-sig" and not any(v.payload_type == SIMPLESIGNING_PAYLOAD_TYPE for v in verified):
+        raise NoSignatureError("no image signature among the run's verified annotations")
+    return verified
+
+
 def verify_variant(world: World, variant: Variant) -> Outcome:
-    from chainmail.verify import verify_file_store, verify_run
+    from chainmail.verify import verify_file_store
 
     layout = variant.layout
     if layout in ("legacy-sig", "legacy-att", "bundle-sig", "bundle-att"):
         verify = registry_verifier(world, layout)
         return run_verification(lambda: verify(variant.state))
     if layout.startswith("annotations-"):
-        return run_verification(lambda: verify_run(variant.state, [world.pub], Context()))
+        return run_verification(lambda: verify_run_layout(world, variant.state, layout))
     if layout.startswith("file-"):
         root = world.tmp / "variants" / "file"
         if root.exists():
@@ -1246,14 +1347,83 @@ def verify_variant(world: World, variant: Variant) -> Outcome:
     raise AssertionError(layout)
 
 
+#: How far a variant got through verification (the highest stage any stored candidate reached).
+STAGES = ("parsed", "signature_verified", "binding_checked", "accepted")
+
+
+def group_of(category: str) -> str:
+    """``attacker-key`` (valid signature, other key), ``wrong-binding`` (genuine signature of something else),
+    or ``tampering`` (byte flips, edits, claim violations)."""
+    if category.startswith("attacker."):
+        return "attacker-key"
+    if category.startswith("binding.") or ".replay" in category:
+        return "wrong-binding"
+    return "tampering"
+
+
+class StageTracer:
+    """Records the stage a verification reached by wrapping chainmail's functions where the verify modules call
+    them: a signature check on a parsed stored form (``parsed``), a signature that verified with the given key
+    (``signature_verified``), the claim / run-binding check of a verified payload (``binding_checked``)."""
+
+    def __init__(self) -> None:
+        self.reached = 0
+
+    def _at_least(self, stage: int) -> None:
+        self.reached = max(self.reached, stage)
+
+    def _signature(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            self._at_least(1)
+            out = fn(*args, **kwargs)
+            if out is not None:  # verify_raw: None when no key verifies; verify_dsse raises
+                self._at_least(2)
+            return out
+        return traced
+
+    def _binding(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            self._at_least(3)
+            return fn(*args, **kwargs)
+        return traced
+
+    def install(self, mp: pytest.MonkeyPatch) -> None:
+        from chainmail.verify import bundles, file_store, legacy_tags, runs, stored, trust
+
+        for module in (trust, stored):
+            for name in ("verify_raw", "verify_dsse"):
+                mp.setattr(module, name, self._signature(getattr(module, name)))
+        for module, names in ((legacy_tags, ("check_simplesigning", "check_statement")),
+                              (bundles, ("check_simplesigning", "check_statement")),
+                              (runs, ("check_run_binding",)), (file_store, ("check_run_binding",))):
+            for name in names:
+                mp.setattr(module, name, self._binding(getattr(module, name)))
+
+
 @dataclass
 class Results:
     world: World
     variants: list[Variant]
     outcomes: list[Outcome]
+    #: per variant, the index into STAGES + 1 it reached (0: refused before any signature check)
+    stages: list[int] = field(default_factory=list)
 
     def rows(self) -> list[tuple[Variant, Outcome]]:
         return list(zip(self.variants, self.outcomes, strict=True))
+
+    def stage_counts(self) -> dict[str, dict[str, int]]:
+        """Per group, how many mutations reached each stage (signed-json is checked by the store step's
+        code, not traced)."""
+        out: dict[str, dict[str, int]] = {}
+        for (v, o), stage in zip(self.rows(), self.stages, strict=True):
+            if v.legit or v.layout == "signed-json":
+                continue
+            row = out.setdefault(group_of(v.category), {"mutations": 0, "rejected": 0, **dict.fromkeys(STAGES, 0)})
+            row["mutations"] += 1
+            row["rejected"] += o.status == "rejected"
+            for i, name in enumerate(STAGES, start=1):
+                row[name] += stage >= i
+        return dict(sorted(out.items()))
 
     def accepted_mutations(self) -> list[tuple[Variant, Outcome]]:
         return [(v, o) for v, o in self.rows() if not v.legit and o.status == "accepted"]
@@ -1292,6 +1462,7 @@ class Results:
             "known_crashes": {k: {"why": why, "variants": sum(1 for _, o in self.rows() if k in o.error)}
                               for k, why in KNOWN_CRASHES.items()},
             "rejections_by_error": dict(errors.most_common()),
+            "stages": self.stage_counts(),
             "layouts": dict(Counter(v.layout for v in self.variants)),
             "categories": {k: dict(sorted(c.items())) for k, c in sorted(per.items())},
             "crashes": sorted({f"{v.category}: {o.error}" for v, o in self.rows() if o.status == "crashed"})[:50],
@@ -1319,11 +1490,18 @@ def world(fx: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
 def results(world: World) -> Results:
     mp = pytest.MonkeyPatch()
     mp.delenv("COSIGN_REPOSITORY", raising=False)
+    tracer = StageTracer()
+    tracer.install(mp)
+    outcomes: list[Outcome] = []
+    stages: list[int] = []
     try:
-        outcomes = [verify_variant(world, v) for v in world.variants]
+        for variant in world.variants:
+            tracer.reached = 0
+            outcomes.append(verify_variant(world, variant))
+            stages.append(len(STAGES) if outcomes[-1].status == "accepted" else tracer.reached)
     finally:
         mp.undo()
-    return Results(world, world.variants, outcomes)
+    return Results(world, world.variants, outcomes, stages)
 
 
 # -- tests ----------------------------------------------------------------------------------------------
@@ -1342,8 +1520,8 @@ def test_genuine_outputs_verify(world: World) -> None:
         ["bundle-fallback-tag"]
     assert [v.layout for v in registry_verifier(world, "bundle-att")(world.bundles["bundle-att-api"])] == \
         ["bundle-referrer"]
-    for name in ("annotations-att", "annotations-sig"):
-        assert len(verify_run(world.runs[name], [world.pub], Context())) == 1
+    assert len(verify_run(world.runs["annotations-att"], [world.pub], Context())) == 1
+    assert len(verify_run_layout(world, world.runs["annotations-sig"], "annotations-sig")) == 2
     assert len(verify_file_store(world.tmp / "file-store", [world.pub], Context())) == 2
     check_signatures(Workspace(world.tmp / "workspace").read_signed())
     # and the oracle agrees that untouched outputs are genuine
@@ -1369,6 +1547,25 @@ def test_no_mutation_is_accepted(results: Results, repo: Path) -> None:
         f"  {v.category} [{v.layout}] {v.note} {v.gap}" for v, _ in accepted[:20])
     # every gap found earlier is still exercised by some variant
     assert all(summary["guarded_gaps"][gap]["mutations"] for gap in GUARDED_GAPS)
+
+
+def test_valid_signatures_that_bind_nothing_here(results: Results) -> None:
+    """Signatures that verify — by an attacker's key, or genuine ones of another image or run — are all refused,
+    each at the stage that must stop it: an attacker's key never verifies with the genuine key, and a genuine
+    signature of something else gets as far as the binding check and no further."""
+    stages = results.stage_counts()
+    attacker, binding = stages["attacker-key"], stages["wrong-binding"]
+    assert attacker["mutations"] >= 16 and attacker["rejected"] == attacker["mutations"]
+    assert attacker["accepted"] == 0
+    # the attacker's signature never verifies (annotations-sig runs also carry their genuine attestation)
+    assert not [v.note for (v, _o), stage in zip(results.rows(), results.stages, strict=True)
+                if v.category.startswith("attacker.") and v.layout != "annotations-sig" and stage > 1]
+    assert binding["mutations"] >= 10 and binding["rejected"] == binding["mutations"] and binding["accepted"] == 0
+    genuine_elsewhere = [stage for (v, _o), stage in zip(results.rows(), results.stages, strict=True)
+                         if v.category.startswith("binding.")]
+    assert genuine_elsewhere and all(stage == STAGES.index("binding_checked") + 1 for stage in genuine_elsewhere)
+    assert {"legacy-sig", "legacy-att", "bundle-sig", "bundle-att", "annotations-att", "annotations-sig",
+            "file-att", "file-sig"} <= {v.layout for v in results.variants if v.category.startswith("attacker.")}
 
 
 def test_no_new_crashes(results: Results) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from chainmail.policy import evaluate, parse_policy
 from chainmail.report import build_report
+from tooling import require_tool
 
 PR_IMAGE = "127.0.0.1:5000/release/app@sha256:56feae6147b3b1f06631b6b2f40cdc1966b624fef0e1b8c9a9936d40d4c68754"
 PR_DIGEST = PR_IMAGE.rpartition(":")[2]
@@ -58,7 +59,7 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("headless Chromium not installed (Debian: apt-get install chromium)")
+    require_tool("chromium", "headless Chromium not installed (Debian: apt-get install chromium)")
 
 
 def annotation_payload(obj: dict[str, Any], kind: str) -> bytes:

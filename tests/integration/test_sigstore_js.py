@@ -22,6 +22,7 @@ import pytest
 from chainmail.config import Config
 from chainmail.context import Context
 from chainmail.models import INTOTO_PAYLOAD_TYPE, SIMPLESIGNING_PAYLOAD_TYPE, RunSnapshot, SignedPayload
+from tooling import require_tool
 
 JS_DIR = Path(__file__).resolve().parent.parent / "js"
 SCRIPT = JS_DIR / "verify-bundle.mjs"
@@ -32,7 +33,7 @@ BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 def node() -> str:
     exe = shutil.which("node")
     if exe is None:
-        pytest.skip("node is not installed; @sigstore/verify cross-check skipped")
+        require_tool("node", "not installed; @sigstore/verify cross-check skipped")
     if not (JS_DIR / "node_modules" / "@sigstore" / "verify").is_dir():
         npm = shutil.which("npm")
         reason = "npm is not installed"
@@ -44,14 +45,14 @@ def node() -> str:
             except subprocess.TimeoutExpired:
                 reason = "npm install timed out (offline?)"
         if not (JS_DIR / "node_modules" / "@sigstore" / "verify").is_dir():
-            pytest.skip(f"tests/js/node_modules/@sigstore/verify is absent and could not be installed ({reason})")
+            require_tool("tests/js/node_modules/@sigstore/verify", f"absent and could not be installed ({reason})")
     return exe
 
 
 @pytest.fixture(scope="module")
 def trusted_root() -> Path:
     pytest.importorskip("sigstore")
-    from chainmail.identity import embedded_trusted_root_path
+    from chainmail.verify.trusted_root import embedded_trusted_root_path
 
     path = embedded_trusted_root_path("production")
     if path is None:

@@ -35,6 +35,7 @@ from chainmail import annotations as ann
 from chainmail.errors import InputError, NoMatchingSignatureError
 from doubles.kube import KubeApiDouble, completed_taskrun, pipelinerun_with_children, running_taskrun
 from doubles.registry import RegistryServer, push_test_image
+from tooling import require_tool
 
 pytestmark = [
     pytest.mark.registry,
@@ -209,7 +210,7 @@ def remap(value: str, mounts: dict[str, Path]) -> str:
 def _fixture_key(shared: Path, name: str) -> Path:
     path = shared / "fixtures" / "cosign-keys" / name
     if not (path / "cosign.key").exists():
-        pytest.skip(f"cosign test key not found at {path}")
+        require_tool("../shared", f"cosign test key not found at {path}")
     return path
 
 

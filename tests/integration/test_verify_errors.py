@@ -116,9 +116,10 @@ def test_wrong_key(signed_image: str, keys: dict[str, Path], capsys: pytest.Capt
 def test_keyless_policy_on_a_key_signed_signature(signed_image: str, keys: dict[str, Path],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A key-signed signature has no certificate: an identity policy cannot hold (13)."""
-    from chainmail.identity import check_identity, verify_keyless_bundle
     from chainmail.storage.oci import sigstore_bundle
     from chainmail.verify import verify_image
+    from chainmail.verify.certificates import check_identity
+    from chainmail.verify.sigstore_bundle import verify_keyless_bundle
 
     # library level: what the CLI will call for each verified layer
     [found] = verify_image(signed_image, [keys["pub"].read_text()], Context())

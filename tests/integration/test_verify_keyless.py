@@ -412,7 +412,7 @@ def test_trusted_root_helpers_agree(fulcio: LocalFulcio) -> None:
     """The double's trusted root loads as chainmail reads one (its Rekor key id is the SPKI hash)."""
     import hashlib
 
-    from chainmail.identity import TrustedRoot
+    from chainmail.verify.trusted_root import TrustedRoot
 
     loaded = TrustedRoot.from_json(json.dumps(fulcio.trusted_root()), "local fulcio")
     assert [t.key_id for t in loaded.tlogs] == [hashlib.sha256(spki(fulcio.log_key.public_key())).digest()]

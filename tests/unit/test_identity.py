@@ -1,4 +1,4 @@
-"""Keyless identity checks (chainmail.identity) against a local test CA standing in for Fulcio.
+"""Keyless identity checks (chainmail.verify.certificates, trusted_root, rekor, sigstore_bundle) against a local test CA standing in for Fulcio.
 
 The CA (a root and an intermediate, made here with cryptography) issues short-lived leaves in
 Fulcio's profile: SAN URI/email/OtherName, code-signing EKU, and the OIDC issuer extensions
@@ -23,18 +23,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from chainmail.errors import ConfigError, InputError, NoCertificateError, NoMatchingSignatureError
-from chainmail.identity import (
+from chainmail.verify.certificates import (
     IdentityPolicy,
-    TrustedRoot,
     certificate_identities,
     certificate_issuer,
     check_identity,
-    load_trusted_root,
-    rekor_signing_time,
-    verify_keyless_bundle,
     verify_keyless_envelope,
     verify_keyless_signature,
 )
+from chainmail.verify.rekor import rekor_signing_time
+from chainmail.verify.sigstore_bundle import verify_keyless_bundle
+from chainmail.verify.trusted_root import TrustedRoot, load_trusted_root
 
 WORKFLOW = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
 GITHUB = "https://token.actions.githubusercontent.com"

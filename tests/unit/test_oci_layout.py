@@ -173,3 +173,125 @@ def test_go_descriptor_order() -> None:
     assert list(out) == ["mediaType", "size", "digest", "annotations", "extra"]
     assert list(out["annotations"]) == ["a", "b"]
     assert sha256_digest(b"{}") == "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+
+# -- round trips: what the hot path sends (counted, never timed) -------------------------------------
+
+class _CountingClient:
+    """Wraps a ``RegistryClient``; records ``(method, kind)`` of every API call (kind: tag, blob, upload …)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str]] = []
+        original = inner.call  # type: ignore[attr-defined]
+
+        def call(method: str, ref: object, path: str, **kwargs: object) -> object:
+            url = str(kwargs.get("url") or path)
+            params = kwargs.get("params") or {}
+            if "uploads" in url:
+                kind = "upload+mount" if "mount" in params else "upload"  # type: ignore[operator]
+            elif "blobs/" in url:
+                kind = "blob"
+            elif "manifests/sha256:" in url:
+                kind = "manifest"
+            elif "manifests/" in url:
+                kind = "tag"
+            else:
+                kind = url
+            self.calls.append((method, kind))
+            return original(method, ref, path, **kwargs)
+
+        inner.call = call  # type: ignore[attr-defined]
+
+    def take(self) -> list[tuple[str, str]]:
+        out, self.calls = self.calls, []
+        return out
+
+
+def _layer(n: int) -> tuple[bytes, str, dict[str, str]]:
+    return f'{{"n":{n}}}'.encode(), oci.DSSE_LAYER, {oci.ANN_SIGNATURE: "", oci.ANN_CERT: "", oci.ANN_CHAIN: ""}
+
+
+def test_a_fresh_tag_costs_two_requests_per_blob_one_read_and_one_put(registry) -> None:
+    from chainmail._internal.registry import Reference, RegistryClient
+
+    counted = _CountingClient(RegistryClient())
+    client = counted.inner
+    repo = Reference.parse(f"{registry.host}/trips/fresh")
+    blob, media, annotations = _layer(1)
+    written = oci.append_layer(client, repo, "sha256-" + "1" * 64 + ".att", blob, media, annotations)  # type: ignore[arg-type]
+    assert not written.existed
+    # layer and one-layer config: a mount-or-start POST and a PUT each; then GET (404) and PUT, no re-check
+    assert counted.take() == [("POST", "upload+mount"), ("PUT", "upload"), ("POST", "upload+mount"),
+                              ("PUT", "upload"), ("GET", "tag"), ("PUT", "tag")]
+    # the same write again: the client knows both blobs, the read finds our layer
+    again = oci.append_layer(client, repo, written.tag, blob, media, annotations)  # type: ignore[arg-type]
+    assert again.existed and counted.take() == [("GET", "tag")]
+    # a fresh client: the registry answers the mounts with 201 (stored), one request each
+    counted2 = _CountingClient(RegistryClient())
+    oci.append_layer(counted2.inner, repo, written.tag, blob, media, annotations)  # type: ignore[arg-type]
+    assert counted2.take() == [("POST", "upload+mount"), ("POST", "upload+mount"), ("GET", "tag")]
+
+
+def test_appending_to_an_existing_tag_re_checks_it_before_the_put(registry) -> None:
+    from chainmail._internal.registry import Reference, RegistryClient
+
+    counted = _CountingClient(RegistryClient())
+    client = counted.inner
+    repo = Reference.parse(f"{registry.host}/trips/append")
+    tag = "sha256-" + "2" * 64 + ".att"
+    first = oci.append_layer(client, repo, tag, *_layer(1))  # type: ignore[arg-type]
+    counted.take()
+    second = oci.append_layer(client, repo, tag, *_layer(2))  # type: ignore[arg-type]
+    calls = counted.take()
+    # uploads, then the read, the merged config's upload, the HEAD re-check, the PUT
+    assert calls[-5:] == [("GET", "tag"), ("POST", "upload+mount"), ("PUT", "upload"), ("HEAD", "tag"),
+                          ("PUT", "tag")]
+    doc = json.loads(registry.get_manifest("trips/append", tag))
+    assert [x["digest"] for x in doc["layers"]] == [sha256_digest(_layer(1)[0]), sha256_digest(_layer(2)[0])]
+    assert second.digest != first.digest
+    # settle reads each write back once
+    oci.settle(client, [second])  # type: ignore[arg-type]
+    assert counted.take() == [("HEAD", "tag")]
+
+
+def test_push_blob_falls_back_to_a_plain_upload_when_the_mount_is_refused(tmp_path: Path) -> None:
+    from chainmail._internal.http import RetryPolicy
+    from chainmail._internal.registry import RegistryClient
+    from doubles.hostile import HostileServer, reply
+
+    server = HostileServer(max_lifetime=60)
+    try:
+        server.on("/v2/demo/blobs/uploads/", reply(202, b"", {"Location": "/v2/demo/blobs/uploads/u1"}),
+                  method="POST")
+        digest = sha256_digest(b"layer")
+        server.on(f"/v2/demo/blobs/uploads/?mount={digest.replace(':', '%3A')}&from=demo", reply(400),
+                  method="POST")
+        server.on("/v2/demo/blobs/uploads/u1", reply(201), method="PUT", prefix=True)
+        client = RegistryClient(retry=RetryPolicy(deadline=2.0, attempt_limit=2.0))
+        assert client.push_blob(f"{server.host}/demo", b"layer")["digest"] == digest
+        assert [(s.method, s.path.split("?")[0]) for s in server.seen] == [
+            ("POST", "/v2/demo/blobs/uploads/"), ("POST", "/v2/demo/blobs/uploads/"),
+            ("PUT", "/v2/demo/blobs/uploads/u1")]
+        assert "mount=" in server.seen[0].path and "mount=" not in server.seen[1].path
+    finally:
+        server.close()
+
+
+def test_request_counts_by_host_and_method(registry) -> None:
+    from chainmail._internal import http
+    from chainmail._internal.registry import RegistryClient
+
+    http.reset_request_counts()
+    image = f"{registry.host}/trips/count@" + registry_image_digest(registry)
+    client = RegistryClient()
+    assert client.head_manifest(image) is not None
+    # a digest's answer is kept for the process: another client asks nothing
+    assert RegistryClient().head_manifest(image) is not None
+    assert http.request_counts() == {registry.host.lower(): {"HEAD": 1}}
+
+
+def registry_image_digest(registry) -> str:
+    from doubles.registry import push_test_image
+
+    return push_test_image(registry, "trips/count", "count").split("@", 1)[1]

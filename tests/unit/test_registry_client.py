@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,13 +17,19 @@ import pytest
 from chainmail._internal.http import RetryPolicy
 from chainmail._internal.registry import (
     DOCKER_HUB,
+    MAX_MANIFEST_BYTES,
+    MAX_REFERRER_PAGES,
+    OCI_INDEX,
+    OCI_MANIFEST,
     Reference,
     RegistryClient,
     is_local,
     normalize_host,
     parse_docker_config,
+    sha256_of,
 )
-from chainmail.errors import ConfigError, InputError, RegistryAuthError, StorageError
+from chainmail.errors import ConfigError, InputError, RegistryAuthError, RegistryUnreachableError, StorageError
+from doubles.hostile import HostileServer, flood, manifest, nested, redirect, reply, short
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -239,3 +247,177 @@ def test_manifest_digest_mismatch_is_rejected(token_registry: _TokenRegistry, tm
                             retry=RetryPolicy(deadline=2))
     with pytest.raises(StorageError, match="does not match"):
         client.get_manifest(f"{token_registry.host}/team/app@sha256:" + "00" * 32)
+
+
+# -- hostile registries: limits, paging, digests and where credentials go --------------------------------
+
+def _hostile_client(tmp_path: Path, server: HostileServer, *, deadline: float = 2.0, **kwargs: object,
+                    ) -> RegistryClient:
+    path = _config(tmp_path, server.host, "robot", "hunter2-registry-password")
+    policy = RetryPolicy(deadline=deadline, attempt_limit=deadline, initial_backoff=0.05, max_backoff=0.1)
+    return RegistryClient(docker_config=path, retry=policy, **kwargs)  # type: ignore[arg-type]
+
+
+def _index(*digests: str) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": d, "size": 1, "artifactType": "x/y"} for d in digests]}).encode()
+
+
+@pytest.fixture
+def evil() -> Iterator[HostileServer]:
+    server = HostileServer(basic=("robot", "hunter2-registry-password"), max_lifetime=60)
+    yield server
+    server.close()
+
+
+def test_referrers_follow_same_host_pages(evil: HostileServer, tmp_path: Path) -> None:
+    base = f"/v2/demo/referrers/{DIGEST}"
+    evil.on(base, reply(200, _index("sha256:" + "01" * 32), {"Link": f'<{base}?last=1>; rel="next"'}))
+    evil.on(f"{base}?last=1", reply(200, _index("sha256:" + "02" * 32)))
+    found = _hostile_client(tmp_path, evil).referrers(f"{evil.host}/demo", DIGEST)
+    assert [d["digest"][-2:] for d in found or []] == ["01", "02"]
+
+
+def test_referrers_paging_loop_is_refused(evil: HostileServer, tmp_path: Path) -> None:
+    base = f"/v2/demo/referrers/{DIGEST}"
+    evil.on(base, reply(200, _index(), {"Link": f'<{base}>; rel="next"'}))
+    with pytest.raises(StorageError, match="paging loop"):
+        _hostile_client(tmp_path, evil).referrers(f"{evil.host}/demo", DIGEST)
+    assert len(evil.requests_to(base)) == 2  # the first page (a 401 challenge, then with Basic auth)
+
+
+def test_referrers_endless_pages_stop_at_the_cap(evil: HostileServer, tmp_path: Path) -> None:
+    base = f"/v2/demo/referrers/{DIGEST}"
+    counter = iter(range(10**6))
+
+    def endless(h: object) -> None:
+        reply(200, _index(), {"Link": f'<{base}?page={next(counter)}>; rel="next"'})(h)  # type: ignore[arg-type]
+
+    evil.on(base, endless)
+    with pytest.raises(StorageError, match=f"more than {MAX_REFERRER_PAGES} pages"):
+        _hostile_client(tmp_path, evil).referrers(f"{evil.host}/demo", DIGEST)
+
+
+def test_referrers_link_to_another_host_is_not_followed(evil: HostileServer, tmp_path: Path) -> None:
+    other = HostileServer(max_lifetime=60)
+    try:
+        evil.on(f"/v2/demo/referrers/{DIGEST}", reply(200, _index(), {
+            "Link": f'<{other.url}/v2/demo/referrers/{DIGEST}?n=2>; rel="next"'}))
+        with pytest.raises(StorageError, match="points to another host"):
+            _hostile_client(tmp_path, evil).referrers(f"{evil.host}/demo", DIGEST)
+        assert other.seen == []
+    finally:
+        other.close()
+
+
+def test_deeply_nested_referrers_and_manifests_are_storage_errors(evil: HostileServer, tmp_path: Path) -> None:
+    evil.on(f"/v2/demo/referrers/{DIGEST}", reply(200, nested(100_000)))
+    evil.on("/v2/demo/manifests/deep", manifest(nested(100_000)))
+    client = _hostile_client(tmp_path, evil)
+    with pytest.raises(StorageError, match="nested deeper than 128"):
+        client.referrers(f"{evil.host}/demo", DIGEST)
+    with pytest.raises(StorageError, match="nested deeper than 128"):
+        client.get_manifest(f"{evil.host}/demo:deep")
+
+
+def test_oversized_manifest_and_blob_are_refused(evil: HostileServer, tmp_path: Path) -> None:
+    evil.on("/v2/demo/manifests/big", flood(MAX_MANIFEST_BYTES + 1, declare=False))
+    blob = b"x" * 5000
+    evil.on(f"/v2/demo/blobs/{sha256_of(blob)}", reply(200, blob))
+    client = _hostile_client(tmp_path, evil, max_blob_bytes=4096)
+    with pytest.raises(StorageError, match="larger than the 4 MiB limit"):
+        client.get_manifest(f"{evil.host}/demo:big")
+    with pytest.raises(StorageError, match="declares 5000 bytes, over the 4096 bytes limit"):
+        client.get_blob(f"{evil.host}/demo", sha256_of(blob))
+    assert _hostile_client(tmp_path, evil).get_blob(f"{evil.host}/demo", sha256_of(blob)) == blob
+
+
+def test_blob_digests_are_checked_for_every_algorithm(evil: HostileServer, tmp_path: Path) -> None:
+    blob = b"payload"
+    sha512 = "sha512:" + hashlib.sha512(blob).hexdigest()
+    evil.on(f"/v2/demo/blobs/{sha512}", reply(200, blob))
+    evil.on(f"/v2/demo/blobs/{DIGEST}", reply(200, blob))
+    client = _hostile_client(tmp_path, evil)
+    assert client.get_blob(f"{evil.host}/demo", sha512) == blob
+    with pytest.raises(StorageError, match="does not match its digest"):
+        client.get_blob(f"{evil.host}/demo", DIGEST)
+    with pytest.raises(StorageError, match="unsupported algorithm 'md5'"):
+        client.get_blob(f"{evil.host}/demo", "md5:" + "0" * 32)
+    with pytest.raises(StorageError, match="invalid blob digest"):
+        client.get_blob(f"{evil.host}/demo", "sha256:../../etc")
+
+
+def test_503_forever_is_unreachable_at_the_deadline(evil: HostileServer, tmp_path: Path) -> None:
+    evil.on("/v2/", reply(503), prefix=True)
+    started = time.monotonic()
+    with pytest.raises(RegistryUnreachableError, match="HTTP 503 at the retry deadline"):
+        _hostile_client(tmp_path, evil, deadline=1.0).get_manifest(f"{evil.host}/demo:v1")
+    assert time.monotonic() - started < 3
+
+
+def test_blob_redirect_to_storage_gets_no_credentials(evil: HostileServer, tmp_path: Path) -> None:
+    storage = HostileServer(max_lifetime=60)
+    try:
+        blob = b"signature payload"
+        storage.on("/bucket/blob", reply(200, blob))
+        evil.on(f"/v2/demo/blobs/{sha256_of(blob)}", redirect(f"{storage.url}/bucket/blob?X-Amz-Signature=s"))
+        assert _hostile_client(tmp_path, evil).get_blob(f"{evil.host}/demo", sha256_of(blob)) == blob
+        assert [s.authorization for s in storage.seen] == [""]
+        assert evil.requests_to("/blobs/")[-1].authorization.startswith("Basic ")
+    finally:
+        storage.close()
+
+
+def test_upload_location_on_another_host_gets_no_credentials(evil: HostileServer, tmp_path: Path) -> None:
+    other = HostileServer(max_lifetime=60)
+    try:
+        evil.on("/v2/demo/blobs/uploads/", reply(202, b"", {"Location": f"{other.url}/upload/1"}), method="POST")
+        other.on("/upload/1", reply(201), method="PUT")
+        _hostile_client(tmp_path, evil).push_blob(f"{evil.host}/demo", b"layer")
+        assert [(s.method, s.authorization) for s in other.seen] == [("PUT", "")]
+    finally:
+        other.close()
+
+
+def test_token_realm_over_http_on_another_host_gets_no_login(evil: HostileServer, tmp_path: Path) -> None:
+    realm = HostileServer(max_lifetime=60)
+    try:
+        port = realm.host.rsplit(":", 1)[1]
+        bearer = HostileServer(max_lifetime=60)
+        bearer.on("/v2/", reply(401, b"", {"WWW-Authenticate": f'Bearer realm="http://localhost:{port}/token"'}),
+                  prefix=True)
+        client = _hostile_client(tmp_path, bearer)
+        with pytest.raises(RegistryAuthError, match="plain http on another host") as info:
+            client.get_manifest(f"{bearer.host}/demo:v1")
+        assert "hunter2" not in info.value.diagnostics()
+        assert realm.seen == []
+        bearer.close()
+    finally:
+        realm.close()
+
+
+def test_interactive_context_uses_the_short_deadline() -> None:
+    from chainmail.config import Config
+    from chainmail.context import INTERACTIVE_DEADLINE, Context
+
+    ctx = Context()
+    assert ctx.retry.deadline == 300
+    client = ctx.registry
+    ctx.make_interactive()
+    assert ctx.retry.deadline == INTERACTIVE_DEADLINE == 30 and client.retry.deadline == 30
+    assert client.max_blob_bytes == 16 * 1024 * 1024
+    explicit = Context(config=Config.from_mapping({"chainmail.retry.deadline-seconds": "7",
+                                                   "chainmail.registry.max-blob-bytes": "2048"}))
+    assert explicit.make_interactive().retry.deadline == 7
+    assert explicit.registry.max_blob_bytes == 2048
+    with pytest.raises(ConfigError, match="max-blob-bytes"):
+        _ = Context(config=Config.from_mapping({"chainmail.registry.max-blob-bytes": "5"})).registry
+
+
+def test_head_with_junk_headers_falls_back_to_get(evil: HostileServer, tmp_path: Path) -> None:
+    raw = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
+    evil.on("/v2/demo/manifests/v1", short(b"", len(raw), {"Docker-Content-Digest": "sha256:../../x",
+                                                           "Content-Type": OCI_MANIFEST}), method="HEAD")
+    evil.on("/v2/demo/manifests/v1", manifest(raw), method="GET")
+    assert _hostile_client(tmp_path, evil).head_manifest(f"{evil.host}/demo:v1") == (
+        sha256_of(raw), OCI_MANIFEST, len(raw))

@@ -232,6 +232,9 @@ def test_run_binding(fixtures: Path, pub: str) -> None:
         verify_run(renamed, [pub], Context())
     renamed["status"]["startTime"] = taskrun["status"]["startTime"].replace("Z", "+00:00")  # same instant
     assert verify_run(renamed, [pub], Context())
+    renamed["status"]["completionTime"] = "2026-11-23T09:00:00Z"  # a TaskRun: bound through its finish too
+    with pytest.raises(NoMatchingSignatureError, match="finish time"):
+        verify_run(renamed, [pub], Context())
     pipelinerun = _load(fixtures / "chains-pipelinerun" / "pipelinerun-after-chains.json")
     with pytest.raises(NoMatchingSignatureError, match="invocationId"):  # SLSA v1.0: bound through the uid
         verify_run(_rekey(pipelinerun, "0b1e55ed-0000-4000-8000-000000000002"), [pub], Context())
@@ -279,11 +282,121 @@ def test_file_store_image_key_must_name_the_image(tmp_path: Path, fixtures: Path
 
 
 def test_bundle_media_type_is_checked() -> None:
-    from chainmail.verify import BUNDLE_MEDIA_TYPES, _bundle_envelope
+    from chainmail.verify import BUNDLE_MEDIA_TYPES, bundle_envelope
 
     env = {"payloadType": INTOTO_PAYLOAD_TYPE, "payload": "e30=", "signatures": []}
     for media_type in sorted(BUNDLE_MEDIA_TYPES):
-        assert _bundle_envelope({"mediaType": media_type, "dsseEnvelope": env})[1] == ""
+        assert bundle_envelope({"mediaType": media_type, "dsseEnvelope": env})[1] == ""
     for bad in (None, "", "application/json", "APPLICATION/VND.DEV.SIGSTORE.BUNDLE.V0.3+JSON", 3):
         with pytest.raises(VerificationError, match="not a Sigstore bundle"):
-            _bundle_envelope({"mediaType": bad, "dsseEnvelope": env})
+            bundle_envelope({"mediaType": bad, "dsseEnvelope": env})
+
+
+# -- verify run: the run's own attestation, children reported, never standing in ---------------------
+
+def _pipeline(fixtures: Path) -> RunSnapshot:
+    fx = fixtures / "chains-pipelinerun"
+    return RunSnapshot(_load(fx / "pipelinerun-after-chains.json"),
+                       [_load(fx / f"taskrun-{n}-after-chains.json") for n in ("clone", "build", "scan")])
+
+
+def _without_own_signature(run: dict) -> dict:
+    out = copy.deepcopy(run)
+    ann = out["metadata"]["annotations"]
+    for key in [k for k in ann if "pipelinerun-" in k or "taskrun-" in k]:
+        del ann[key]
+    return out
+
+
+def test_pipelinerun_needs_its_own_signature(fixtures: Path, pub: str) -> None:
+    """Verified children never stand in for the PipelineRun's own attestation."""
+    snap = _pipeline(fixtures)
+    unsigned = RunSnapshot(_without_own_signature(snap.run), snap.task_runs)
+    with pytest.raises(NoSignatureError, match="no signature of its own.*3 child TaskRun"):
+        verify_run(unsigned, [pub], Context())
+    failed = copy.deepcopy(unsigned.run)
+    failed["metadata"]["annotations"]["chains.tekton.dev/signed"] = "failed"
+    with pytest.raises(NoSignatureError, match="signed: failed"):
+        verify_run(RunSnapshot(failed, snap.task_runs), [pub], Context())
+    # marked failed, even with a valid signature of its own: the signer said it did not finish
+    failed_but_signed = copy.deepcopy(snap.run)
+    failed_but_signed["metadata"]["annotations"]["chains.tekton.dev/signed"] = "failed"
+    with pytest.raises(NoSignatureError, match="signed: failed"):
+        verify_run(RunSnapshot(failed_but_signed, snap.task_runs), [pub], Context())
+
+
+def test_run_not_marked_signed_verifies_with_a_warning(fixtures: Path, pub: str,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    del run["metadata"]["annotations"]["chains.tekton.dev/signed"]
+    with caplog.at_level("WARNING", "chainmail.verify"):
+        assert len(verify_run(run, [pub], Context())) == 1
+    assert "not marked chains.tekton.dev/signed" in caplog.text
+
+
+def test_run_without_uid_is_refused(fixtures: Path, pub: str) -> None:
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    del run["metadata"]["uid"]
+    with pytest.raises(InputError, match="no metadata.uid"):
+        verify_run(run, [pub], Context())
+    snap = _pipeline(fixtures)
+    child = copy.deepcopy(snap.task_runs[1])
+    del child["metadata"]["uid"]
+    with pytest.raises(NoMatchingSignatureError, match="no metadata.uid"):
+        verify_run(RunSnapshot(snap.run, [snap.task_runs[0], child]), [pub], Context())
+
+
+def test_children_are_named_or_controlled_never_labelled(fixtures: Path, pub: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A TaskRun with only the pipelineRunUID label is not a child: it is left out, with a warning."""
+    snap = _pipeline(fixtures)
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")  # a genuine, signed TaskRun
+    run["metadata"]["namespace"] = snap.run["metadata"]["namespace"]
+    run["metadata"]["labels"] = {"tekton.dev/pipelineRunUID": snap.run["metadata"]["uid"]}
+    with caplog.at_level("WARNING", "chainmail.verify"):
+        verified = verify_run(RunSnapshot(snap.run, [*snap.task_runs, run]), [pub], Context())
+    assert "taskrun/release/build-app" not in {v.ref for v in verified}
+    assert "build-app is not a child" in caplog.text
+    # controlled by the PipelineRun (ownerReference, controller: true, its uid): a child
+    run["metadata"]["ownerReferences"] = [{"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "name": "x",
+                                           "uid": snap.run["metadata"]["uid"], "controller": True}]
+    verified = verify_run(RunSnapshot(snap.run, [*snap.task_runs, run]), [pub], Context())
+    assert "taskrun/release/build-app" in {v.ref for v in verified}
+
+
+def test_verified_carries_the_signed_run(fixtures: Path, pub: str) -> None:
+    """signed_run: what the signed statement records (SLSA v1.0: kind and uid; v0.2: kind only)."""
+    snap = _pipeline(fixtures)
+    verified = verify_run(snap, [pub], Context())
+    first = verified[0]
+    assert first.signed_run is not None and first.signed_run.kind == "PipelineRun"
+    assert first.signed_run.uid == snap.run["metadata"]["uid"]
+    assert first.to_json()["signedRun"]["uid"] == first.signed_run.uid
+    assert {v.signed_run.kind for v in verified[1:]} == {"TaskRun"}
+    taskrun = verify_run(_load(fixtures / "chains-run" / "taskrun-after-chains.json"), [pub], Context())[0]
+    assert taskrun.signed_run is not None and (taskrun.signed_run.kind, taskrun.signed_run.uid) == ("TaskRun", "")
+
+
+def test_child_statement_naming_another_pipelinerun_fails(fixtures: Path, pub: str) -> None:
+    from chainmail.verify import SignedRun, Verified, check_run_binding
+
+    item = Verified("taskrun/ns/x", "annotations", INTOTO_PAYLOAD_TYPE, b"{}",
+                    {"predicate": {"buildType": "tekton.dev/v1/PipelineRun"}})
+    with pytest.raises(VerificationError, match="about a PipelineRun"):
+        check_run_binding("taskrun-u1", "TaskRun", "u1", item)
+    item = Verified("taskrun/ns/x", "annotations", INTOTO_PAYLOAD_TYPE, b"{}",
+                    {"predicate": {"buildType": "tekton.dev/v1/TaskRun",
+                                   "invocation": {"environment": {"labels": {"tekton.dev/pipelineRunUID": "p9"}}},
+                                   "metadata": {"buildInvocationId": "u1"}}})
+    assert check_run_binding("taskrun-u1", "TaskRun", "u1", item) == SignedRun("TaskRun", "", "", "u1", "p9")
+    with pytest.raises(VerificationError, match="invocationId 'u1'"):
+        check_run_binding("taskrun-u2", "TaskRun", "", item)
+
+
+def test_deep_nesting_is_a_failed_signature_not_a_crash(fixtures: Path, pub: str) -> None:
+    run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
+    ann = run["metadata"]["annotations"]
+    sig_key = next(k for k in ann if k.startswith("chains.tekton.dev/signature-"))
+    ann[sig_key] = base64.b64encode(b'{"a":' * 100_000 + b"1" + b"}" * 100_000).decode()
+    with pytest.raises(NoMatchingSignatureError, match="nested deeper"):
+        verify_run(run, [pub], Context())

@@ -82,6 +82,31 @@ def test_not_json(tmp_path: Path) -> None:
         Workspace(tmp_path).read_snapshot()
 
 
+def test_hostile_nesting_is_a_workspace_error(tmp_path: Path) -> None:
+    (tmp_path / "snapshot.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(WorkspaceError, match="nested deeper"):
+        Workspace(tmp_path).read_snapshot()
+
+
+def test_oversized_document_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import chainmail.workspace as workspace
+
+    monkeypatch.setattr(workspace, "MAX_DOCUMENT_BYTES", 1000)
+    (tmp_path / "snapshot.json").write_bytes(b" " * 1001)
+    with pytest.raises(WorkspaceError, match="larger than"):
+        Workspace(tmp_path).read_snapshot()
+
+
+def test_stored_is_chained_to_signed(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    _fill(ws)
+    doc = json.loads((tmp_path / "signed.json").read_text())
+    doc["signatures"] = []
+    (tmp_path / "signed.json").write_text(json.dumps(doc))
+    with pytest.raises(WorkspaceError, match="changed after stored.json"):
+        ws.read_stored()
+
+
 def test_wrong_kind(tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
     _fill(ws)

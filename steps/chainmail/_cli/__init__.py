@@ -14,7 +14,8 @@ from typing import Any
 
 import typer
 
-from chainmail._cli import catalog, demo, keys, report, steps, sweep, verify
+from chainmail._cli import catalog, demo, keys, nodepolicy, report, steps, sweep, tlog, verify
+from chainmail._cli import config as config_cli
 
 app = typer.Typer(
     name="chainmail",
@@ -31,6 +32,9 @@ sweep.register(app)
 app.add_typer(catalog.app, name="catalog")
 report.register(app)
 demo.register(app)
+app.add_typer(config_cli.app, name="config")
+app.add_typer(nodepolicy.app, name="policy")
+app.add_typer(tlog.app, name="tlog")
 
 
 def _exit_on_error(callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,7 +69,9 @@ _map_errors(app)
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map chainmail errors to one stderr line and their exit code."""
     from chainmail.errors import EXIT_BUG, Error
+    from chainmail.homedir import ensure_home
 
+    ensure_home()  # arbitrary UIDs (OpenShift restricted-v2): HOME may be unset or read-only
     try:
         app(args=argv, prog_name="chainmail", standalone_mode=True)
     except Error as exc:

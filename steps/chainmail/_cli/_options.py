@@ -30,7 +30,8 @@ KeyOpt = Annotated[
     str | None,
     typer.Option("--key", "-k", envvar="CHAINMAIL_KEY",
                  help="Signing key: a directory with cosign.key+cosign.password or x509.pem, a key file, "
-                      "or k8s://NAMESPACE/SECRET. Default: /etc/signing-secrets."),
+                      "k8s://NAMESPACE/SECRET, or a KMS URI (awskms://, gcpkms://, azurekms://, hashivault://). "
+                      "Default: /etc/signing-secrets."),
 ]
 KubeconfigOpt = Annotated[
     Path | None,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from chainmail._cli._options import KeyOpt, KubeconfigOpt
+from chainmail._cli._options import ConfigOpt, KeyOpt, KubeconfigOpt, SetOpt
 
 app = typer.Typer(help="Create cosign key pairs and show public keys.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -50,9 +50,11 @@ def _password(password_file: Path | None) -> tuple[bytes, bool]:
         elif data.endswith(b"\n"):
             data = data[:-1]
         return data, True
-    env = os.environ.get("COSIGN_PASSWORD")
+    from chainmail.signing.keys import read_password_env
+
+    env = read_password_env()  # a KeyMaterialError (exit 5) when it is not UTF-8 text
     if env is not None:
-        return env.encode(), True
+        return env, True
     return b"", False
 
 
@@ -90,14 +92,25 @@ def generate(
 
 
 @app.command("public-key")
-def public_key(key: KeyOpt = None, kubeconfig: KubeconfigOpt = None) -> None:
-    """Print the public key (PEM) of a key.
+def public_key(
+    ref: Annotated[str | None, typer.Argument(
+        metavar="[KMSREF|KEY]",
+        help="A KMS key (awskms://, gcpkms://, azurekms://, hashivault://), a key file or directory, "
+             "a .pub file or k8s://NAMESPACE/SECRET.")] = None,
+    key: KeyOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the public key (PEM) of a key, like `cosign public-key --key`.
 
-    --key is a key file, a key directory, a .pub file or k8s://NAMESPACE/SECRET
-    (default: the signing-secrets directory).
+    The key is the argument (it wins over --key and $CHAINMAIL_KEY) or --key: a KMS key
+    (fetched from the KMS; signers.kms.auth.* from --config/--set apply), a key file, a key
+    directory, a .pub file or k8s://NAMESPACE/SECRET (default: the signing-secrets directory).
     """
-    from chainmail.context import Context
+    from chainmail._cli.steps import make_context
     from chainmail.signing import DEFAULT_SIGNING_SECRETS, load_public_key
 
-    source = key or os.environ.get("CHAINMAIL_SIGNING_SECRETS") or DEFAULT_SIGNING_SECRETS
-    typer.echo(load_public_key(source, Context(kubeconfig=kubeconfig)), nl=False)
+    source = ref or key or os.environ.get("CHAINMAIL_SIGNING_SECRETS") or DEFAULT_SIGNING_SECRETS
+    ctx = make_context(config, None, set_, kubeconfig=kubeconfig).make_interactive()
+    typer.echo(load_public_key(source, ctx), nl=False)

@@ -86,7 +86,7 @@ def image_cmd(
     from chainmail.verify import verify_attestation
 
     loaded = _load_policy(policy)
-    ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, docker_config=docker_config)
+    ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, docker_config=docker_config).make_interactive()
     keys = _public_keys(key, ctx)
     verified = verify_attestation(ref, keys, ctx, predicate_type=predicate_type)
     _emit(list(verified), loaded, None, fmt, out, exit_zero)
@@ -98,8 +98,8 @@ def run_cmd(
     name: Annotated[
         str | None,
         typer.Argument(metavar="RUN",
-                       help="The run: NAME, taskrun/NAME or pipelinerun/NAME (a bare NAME tries TaskRun "
-                            "first)."),
+                       help="The run: taskrun/NAME or pipelinerun/NAME (also tr/, pr/); a bare NAME must "
+                            "name only one kind."),
     ] = None,
     namespace: NamespaceOpt = None,
     from_file: FromFileOpt = None,
@@ -116,39 +116,25 @@ def run_cmd(
     from chainmail.verify import verify_run
 
     loaded = _load_policy(policy)
-    ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig)
+    ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig).make_interactive()
     snap = _read_run(ctx, name, namespace, from_file)
     keys = _public_keys(key, ctx)
     verified = verify_run(snap, keys, ctx)  # a PipelineRun's snapshot carries its child TaskRuns too
     _emit(list(verified), loaded, snap.to_json(), fmt, out, exit_zero)
 
 
-_KINDS = {"taskrun": "TaskRun", "taskruns": "TaskRun", "tr": "TaskRun",
-          "pipelinerun": "PipelineRun", "pipelineruns": "PipelineRun", "pr": "PipelineRun"}
-
-
 def _read_run(ctx: Context, name: str | None, namespace: str | None, from_file: Path | None) -> RunSnapshot:
+    from chainmail._cli.run_arg import resolve_run_name
     from chainmail._cli.steps import take_snapshot
-    from chainmail.errors import InputError, NotFoundError
+    from chainmail.errors import InputError
 
     if (name is None) == (from_file is None):
         raise InputError("name exactly one run: NAME (taskrun/NAME, pipelinerun/NAME) or --from-file FILE")
     if from_file is not None or name is None:
         return take_snapshot(ctx, None, None, from_file, namespace, None)
-    prefix, sep, rest = name.partition("/")
-    if sep and prefix.lower() in _KINDS:
-        kind, run_name = _KINDS[prefix.lower()], rest
-    elif sep:
-        raise InputError(f"run '{name}': expected NAME, taskrun/NAME or pipelinerun/NAME")
-    else:
-        kind, run_name = "", name
-    if kind == "PipelineRun":
-        return take_snapshot(ctx, None, run_name, None, namespace, None)
-    try:
+    kind, run_name = resolve_run_name(ctx, name, namespace)
+    if kind == "TaskRun":
         return take_snapshot(ctx, run_name, None, None, namespace, None)
-    except NotFoundError:
-        if kind:
-            raise
     return take_snapshot(ctx, None, run_name, None, namespace, None)
 
 

@@ -22,7 +22,7 @@ from chainmail._cli._options import (
 
 if TYPE_CHECKING:
     from chainmail.context import Context
-    from chainmail.models import Payload, RunSnapshot, SignedPayload
+    from chainmail.models import RunSnapshot
 
 TaskRunOpt = Annotated[str | None, typer.Option("--taskrun", help="Name of the TaskRun to sign.")]
 PipelineRunOpt = Annotated[str | None, typer.Option("--pipelinerun", help="Name of the PipelineRun to sign.")]
@@ -38,6 +38,19 @@ FileStoreOpt = Annotated[
 FormatsOpt = Annotated[
     str | None,
     typer.Option("--format", help="Run payload format(s), comma separated; overrides artifacts.*.format."),
+]
+TrustFileSnapshotOpt = Annotated[
+    bool,
+    typer.Option("--trust-file-snapshot",
+                 help="Accept a snapshot.json made with --from-file: you vouch that nobody else could write it. "
+                      "Snapshots from the cluster are always re-read from it instead."),
+]
+StoreKeyOpt = Annotated[
+    str | None,
+    typer.Option("--key", "-k", envvar="CHAINMAIL_KEY",
+                 help="The signing key whose public half every signature must verify with: a key directory, "
+                      "cosign.pub, a key file or k8s://NAMESPACE/SECRET. Default: as sign chooses it "
+                      "(chains-config signers, /etc/signing-secrets)."),
 ]
 ProvisionalOpt = Annotated[
     bool,
@@ -103,14 +116,6 @@ def _write_results(results_dir: Path | None, values: dict[str, str]) -> None:
         atomic_write(results_dir / name, value.encode())
 
 
-def _require_same_payloads(signed: list[SignedPayload], payloads: list[Payload]) -> None:
-    """signed.json must carry exactly the payloads of payloads.json (subjects, artifacts and all)."""
-    from chainmail.errors import WorkspaceError
-
-    if sorted((s.payload for s in signed), key=repr) != sorted(payloads, key=repr):
-        raise WorkspaceError("signed.json does not carry the payloads of payloads.json; run sign again")
-
-
 def register(app: typer.Typer) -> None:
     """Add the step commands to the root app."""
 
@@ -165,14 +170,22 @@ def register(app: typer.Typer) -> None:
         configmap: ConfigMapOpt = None,
         set_: SetOpt = None,
         kubeconfig: KubeconfigOpt = None,
+        docker_config: DockerConfigOpt = None,
+        trust_file_snapshot: TrustFileSnapshotOpt = False,
     ) -> None:
-        """Sign payloads.json into signed.json (DSSE envelopes for in-toto, raw signatures otherwise)."""
+        """Sign payloads.json into signed.json (DSSE envelopes for in-toto, raw signatures otherwise).
+
+        Signs only what chainmail formats itself from the run (re-read from the cluster), after
+        checking payloads.json holds exactly that.
+        """
         from chainmail.job import sign
         from chainmail.workspace import Workspace
+        from chainmail.workspace_trust import trusted_snapshot, verified_payloads
 
         ws = Workspace(workspace)
-        ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, key=key)
-        signed = sign(ws.read_payloads(), ctx)
+        ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, key=key, docker_config=docker_config)
+        snap = trusted_snapshot(ws, ctx, trust_file=trust_file_snapshot)
+        signed = sign(verified_payloads(ws, ctx, snap), ctx)
         path = ws.write_signed(signed)
         typer.echo(f"{len(signed)} signature(s) written to {path}", err=True)
 
@@ -186,18 +199,28 @@ def register(app: typer.Typer) -> None:
         docker_config: DockerConfigOpt = None,
         file_store: FileStoreOpt = None,
         results_dir: ResultsDirOpt = None,
+        key: StoreKeyOpt = None,
+        trust_file_snapshot: TrustFileSnapshotOpt = False,
     ) -> None:
-        """Store signed.json in the configured backends, then mark the run signed."""
-        from chainmail.job import store
+        """Store signed.json in the configured backends, then mark the run signed.
+
+        Nothing is written unless signed.json carries exactly the payloads chainmail formats from
+        the run and every signature verifies with the configured signing key.
+        """
+        from chainmail.job import configured_keys, store
+        from chainmail.storage import check_signatures
         from chainmail.workspace import Workspace
+        from chainmail.workspace_trust import signed_payloads_match, trusted_snapshot, verified_payloads
 
         ws = Workspace(workspace)
-        ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, docker_config=docker_config,
+        ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, key=key, docker_config=docker_config,
                            file_store=file_store)
+        snap = trusted_snapshot(ws, ctx, trust_file=trust_file_snapshot)
+        payloads = verified_payloads(ws, ctx, snap)
         signed = ws.read_signed()
-        snap = ws.read_snapshot()
-        _require_same_payloads(signed, ws.read_payloads())
-        refs = store(signed, snap, ctx, check=True)
+        signed_payloads_match(signed, payloads, ctx)
+        check_signatures(signed, configured_keys(signed, ctx))
+        refs = store(signed, snap, ctx)
         path = ws.write_stored(refs)
         _write_results(results_dir, {"SIGNED": "true", "STORED": str(len(refs))})
         typer.echo(f"{len(refs)} reference(s) written to {path}", err=True)

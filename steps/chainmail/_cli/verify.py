@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from chainmail.context import Context
-    from chainmail.identity import IdentityPolicy, TrustedRoot
     from chainmail.policy import Policy
     from chainmail.verify import Verified
+    from chainmail.verify.certificates import IdentityPolicy
+    from chainmail.verify.trusted_root import TrustedRoot
 
 app = typer.Typer(
     help="Verify signatures and provenance stored by Tekton Chains or chainmail (like cosign verify).",
@@ -79,7 +80,7 @@ def _context(config: Path | None, sets: list[str] | None, docker_config: Path | 
              kubeconfig: Path | None = None) -> Context:
     from chainmail._cli.steps import make_context
 
-    return make_context(config, None, sets, docker_config=docker_config, kubeconfig=kubeconfig)
+    return make_context(config, None, sets, docker_config=docker_config, kubeconfig=kubeconfig).make_interactive()
 
 
 def _check_output(output: str) -> None:
@@ -103,7 +104,8 @@ def _keyless(key: list[str] | None, identity: str | None, issuer: str | None, id
              ) -> tuple[IdentityPolicy | None, TrustedRoot | None]:
     """The identity policy and trusted root the flags ask for (both None for key-based verification)."""
     from chainmail.errors import InputError
-    from chainmail.identity import IdentityPolicy, load_trusted_root
+    from chainmail.verify.certificates import IdentityPolicy
+    from chainmail.verify.trusted_root import load_trusted_root
 
     policy = IdentityPolicy.from_flags(identity, issuer, identity_regexp, issuer_regexp)
     if key and policy is not None:
@@ -213,9 +215,12 @@ def attestation_cmd(
 @app.command("run")
 def run_cmd(
     key: VerifyKeyOpt,
-    name: Annotated[str | None, typer.Argument(help="Name of the TaskRun or PipelineRun.")] = None,
+    name: Annotated[str | None, typer.Argument(
+        metavar="RUN", help="The run: taskrun/NAME or pipelinerun/NAME (also tr/, pr/); a bare NAME must name "
+                            "only one kind.")] = None,
     namespace: NamespaceOpt = None,
-    kind: Annotated[str, typer.Option("--kind", help="taskrun, pipelinerun, or auto (try both).")] = "auto",
+    kind: Annotated[str, typer.Option("--kind", help="taskrun, pipelinerun, or auto (a bare NAME must "
+                                                     "name only one).")] = "auto",
     from_file: Annotated[Path | None, typer.Option("--from-file", "-f",
                                                    help="A run JSON/YAML with Chains' annotations.")] = None,
     file_store: Annotated[Path | None, typer.Option("--file-store",
@@ -226,13 +231,15 @@ def run_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Verify Chains' signature annotations on a run (cosign verify-blob[-attestation]) or a file store."""
+    """Verify a run by its own Chains attestation (signature-<kind>-<uid> annotation; a PipelineRun's
+    children are verified and reported too, never in its place), or a file store."""
     from chainmail.errors import InputError
 
     _check_output(output)
     chosen = [x for x in (name, from_file, file_store) if x]
     if len(chosen) != 1:
-        raise InputError("name exactly one of: a run NAME (with -n), --from-file FILE or --file-store DIR")
+        raise InputError("name exactly one of: a RUN (taskrun/NAME or pipelinerun/NAME, with -n), "
+                         "--from-file FILE or --file-store DIR")
     rules = _load_policy(policy)
     ctx = _context(config, set_, kubeconfig=kubeconfig)
     if file_store is not None:
@@ -242,28 +249,13 @@ def run_cmd(
         _report(str(file_store), verified, output, rules)
         return
     from chainmail import snapshot
+    from chainmail._cli.run_arg import snapshot_by_name
     from chainmail.verify import verify_run
 
     if from_file is not None:
         snap = snapshot.from_file(from_file, strict=False)
     else:
-        snap = _from_cluster(ctx, kind, namespace, str(name))
+        snap = snapshot_by_name(ctx, str(name), namespace, kind)
     verified = verify_run(snap, key, ctx)
     ref = snap.ref
     _report(f"{ref.kind} {ref.namespace}/{ref.name}", verified, output, rules)
-
-
-def _from_cluster(ctx: Context, kind: str, namespace: str | None, name: str):
-    from chainmail import snapshot
-    from chainmail.errors import InputError, NotFoundError
-
-    kinds = {"taskrun": ["TaskRun"], "pipelinerun": ["PipelineRun"], "auto": ["TaskRun", "PipelineRun"]}
-    if kind.lower() not in kinds:
-        raise InputError(f"--kind '{kind}': expected taskrun, pipelinerun or auto")
-    last: NotFoundError | None = None
-    for candidate in kinds[kind.lower()]:
-        try:
-            return snapshot.from_cluster(ctx.kube, candidate, namespace, name)  # type: ignore[arg-type]
-        except NotFoundError as exc:
-            last = exc
-    raise last or InputError(f"no run named {name}")

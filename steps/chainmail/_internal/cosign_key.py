@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from typing import Any
 
+from chainmail._internal.encoding import load_json
 from chainmail.errors import KeyMaterialError
 
 SIGSTORE_LABEL = "ENCRYPTED SIGSTORE PRIVATE KEY"
@@ -86,7 +86,7 @@ def _bytes_field(doc: dict[str, Any], name: str, where: str) -> bytes:
 def _parse_envelope(body: bytes, where: str) -> tuple[int, bytes, bytes, bytes]:
     """(N, salt, nonce, ciphertext) from the JSON inside the PEM, checked like cosign does."""
     try:
-        doc = json.loads(body)
+        doc = load_json(body)
     except ValueError:
         raise KeyMaterialError(f"{where}: encrypted key body is not JSON") from None
     if not isinstance(doc, dict):

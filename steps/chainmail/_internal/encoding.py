@@ -34,3 +34,47 @@ def b64decode(text: str | bytes) -> bytes:
 def sha256_digest(data: bytes) -> str:
     """``sha256:<hex>`` of ``data``."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+#: Deepest JSON nesting accepted from outside (registries, run objects, annotations, workspace
+#: files). Kubernetes objects and Sigstore documents nest fewer than 30 levels; the bound keeps
+#: every recursive walk in chainmail far from Python's recursion limit.
+MAX_JSON_DEPTH = 128
+
+
+class JSONLimitError(ValueError):
+    """A JSON document is nested deeper than :data:`MAX_JSON_DEPTH`.
+
+    A :class:`ValueError`, like :class:`json.JSONDecodeError`, so every caller that treats
+    undecodable JSON as malformed input treats this the same way.
+    """
+
+
+def _depth_exceeds(doc: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def load_json(data: str | bytes | bytearray, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for untrusted input: nesting deeper than ``max_depth`` is a
+    :class:`JSONLimitError` (never a ``RecursionError``); bad JSON is ``json.JSONDecodeError``;
+    bytes that are not UTF-8 raise ``UnicodeDecodeError``, also a ``ValueError``."""
+    opens = data.count("[" if isinstance(data, str) else b"[") + data.count("{" if isinstance(data, str) else b"{")
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise JSONLimitError(f"JSON nested deeper than {max_depth} levels") from None
+    if opens > max_depth and _depth_exceeds(doc, max_depth):
+        raise JSONLimitError(f"JSON nested deeper than {max_depth} levels")
+    return doc

@@ -1,10 +1,16 @@
-"""Atomic file writes: a failed step never leaves a half-written file."""
+"""Atomic file writes, and paths confined to a directory.
+
+A failed step never leaves a half-written file; a name taken from a run (its name, namespace,
+an artifact key) never writes outside the directory it was meant for.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from chainmail.errors import StorageError
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -24,3 +30,28 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _plain_name(part: str) -> bool:
+    return bool(part) and part not in (".", "..") and not any(c in part for c in ("/", "\\", "\0"))
+
+
+def confined(root: Path, *parts: str) -> Path:
+    """``root/part/…`` after checking it stays inside ``root``, or :class:`StorageError`.
+
+    Each part must be one plain file name (no ``/``, ``\\``, NUL, ``.`` or ``..``), and the
+    path, with every symlink already on disk resolved, must still lie under ``root``; a
+    symlink planted in the directory that points elsewhere is refused.
+    """
+    for part in parts:
+        if not _plain_name(part):
+            raise StorageError(f"file storage: refusing the name {part!r}: it is not a plain file name and "
+                               f"could write outside {root}")
+    base = Path(os.path.abspath(root))
+    path = base.joinpath(*parts)
+    real_base = base.resolve()
+    real = path.resolve()
+    if real != real_base and not real.is_relative_to(real_base):
+        raise StorageError(f"file storage: {path} resolves to {real}, outside {root} (a symlink in the "
+                           "store directory?); refusing to write there")
+    return path

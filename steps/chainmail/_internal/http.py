@@ -1,20 +1,40 @@
-"""One HTTP session per process, with retries that outlast short outages.
+"""One HTTP session per process, with retries that outlast short outages and limits a hostile server cannot break.
 
 Every network call (Kubernetes API, registry, Rekor, Fulcio, KMS) goes through
-:func:`request`. Transient failures -- connection refused/reset, timeouts, 429 (honouring
-``Retry-After``) and 5xx -- are retried with exponential backoff and full jitter until the
-policy's deadline (TLS certificate errors are not retried); anything else is returned to
-the caller at once, who maps 401/403/404 to a typed error. ``requests`` is imported lazily: it costs ~0.1 s.
+:func:`request`. Transient failures -- connection refused/reset, timeouts, truncated bodies, 429
+(honouring ``Retry-After``) and 5xx -- are retried with exponential backoff and full jitter until the
+policy's deadline (TLS certificate errors are not retried); anything else is returned to the caller
+at once, who maps 401/403/404 to a typed error. ``requests`` is imported lazily: it costs ~0.1 s.
+
+Bounds on what a server can make us do:
+
+* **time** -- each attempt (connect, headers, body, redirects) ends at a wall-clock limit: a
+  watchdog shuts the socket down, so a server trickling one byte at a time cannot hold a call
+  past ``min(attempt_limit, time left before the deadline)``;
+* **size** -- bodies are read streamed and stop at ``max_bytes`` (a declared ``Content-Length``
+  over it is refused before reading): :class:`BadResponseError`;
+* **redirects** -- followed for GET/HEAD only, at most :data:`MAX_REDIRECTS` hops, and the
+  ``Authorization`` header and ``auth`` credentials go only to the origin (scheme, host, port) of
+  the first URL: a redirect to blob storage on another host never gets the registry's login.
+
+Every request put on the wire (each retry and redirect hop too) is counted by method and host:
+:func:`request_counts` (for ``sweep -o json`` reports and benchmarks).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import os
 import random
+import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
 
 if TYPE_CHECKING:
     import requests
@@ -22,18 +42,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("chainmail.http")
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Default body cap (bytes) when the caller names none.
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+#: Redirect hops followed for one GET/HEAD.
+MAX_REDIRECTS = 5
+#: Even the last attempt before the deadline gets this long (seconds).
+MIN_ATTEMPT = 5.0
+_CHUNK = 64 * 1024
+_NO_BODY = frozenset({204, 304})
 
 
 @dataclass
 class RetryPolicy:
     """How long to keep trying a transient failure."""
 
-    #: Give up this many seconds after the first attempt.
+    #: Give up this many seconds after the first attempt (also bounds a slow body).
     deadline: float = 300.0
     initial_backoff: float = 0.2
     max_backoff: float = 10.0
-    #: Per-attempt (connect, read) timeout in seconds.
+    #: Per-attempt (connect, read) socket timeout in seconds.
     timeout: tuple[float, float] = (5.0, 30.0)
+    #: Longest one attempt may take, headers and body included, however the server paces its bytes.
+    attempt_limit: float = 120.0
     #: Counts retries made through this policy (for reports and benchmarks).
     retries: int = field(default=0, compare=False)
 
@@ -51,7 +81,176 @@ class TransientError(Exception):
         self.response = response
 
 
+class BadResponseError(Exception):
+    """A response broke a limit (too large, too many redirects, an unusable redirect); not retried."""
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, default ports filled in: what credentials are bound to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def same_origin(a: str, b: str) -> bool:
+    """True when both URLs have the same scheme, host and port."""
+    return origin(a) == origin(b)
+
+
+# -- request counts -------------------------------------------------------------------------------
+
+_counts: Counter[tuple[str, str]] = Counter()
+_counts_lock = threading.Lock()
+
+
+def _count(method: str, url: str) -> None:
+    """Count one request sent to ``url``'s host (``host:port`` as written in the URL)."""
+    key = (method, urlsplit(url).netloc.rpartition("@")[2].lower())
+    with _counts_lock:
+        _counts[key] += 1
+
+
+def request_counts() -> dict[str, dict[str, int]]:
+    """Requests sent by this process so far: ``{host: {method: n}}``, retries and redirect hops included."""
+    with _counts_lock:
+        items = list(_counts.items())
+    out: dict[str, dict[str, int]] = {}
+    for (method, host), n in sorted(items, key=lambda kv: (kv[0][1], kv[0][0])):
+        out.setdefault(host, {})[method] = n
+    return out
+
+
+def reset_request_counts() -> None:
+    """Start counting from zero (tests and benchmarks)."""
+    with _counts_lock:
+        _counts.clear()
+
+
+# -- the watchdog ---------------------------------------------------------------------------------
+
+class _Attempt:
+    """One attempt's wall-clock limit: when it passes, the socket in use is shut down."""
+
+    def __init__(self, seconds: float) -> None:
+        self.lock = threading.Lock()
+        self.ends = time.monotonic() + max(0.0, seconds)
+        self.sock: socket.socket | None = None
+        self.expired = False
+        self.done = False
+
+    def note(self, sock: socket.socket | None) -> None:
+        with self.lock:
+            self.sock = sock
+            if self.expired and sock is not None:
+                _shutdown(sock)
+
+    def expire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.expired = True
+            if self.sock is not None:
+                _shutdown(self.sock)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
+
+
+class _Watchdog:
+    """One daemon thread per process expiring attempts at their deadlines (cheaper than a timer each)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._seq = itertools.count()
+        self._pid = 0
+
+    def watch(self, attempt: _Attempt) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # first use, or a forked child that lost the thread
+                self._pid, self._heap = os.getpid(), []
+                threading.Thread(target=self._run, name="chainmail-http-watchdog", daemon=True).start()
+            heapq.heappush(self._heap, (attempt.ends, next(self._seq), attempt))
+            if self._heap[0][2] is attempt:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                ends, _, attempt = self._heap[0]
+                delay = ends - time.monotonic()
+                if not attempt.done and delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                if not attempt.done:
+                    attempt.expire()
+
+
+_watchdog = _Watchdog()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Wake a thread blocked on ``sock`` (the plain socket call: an SSL socket's own would drop its state)."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 _local = threading.local()
+
+
+def _note_socket(sock: socket.socket | None) -> None:
+    attempt: _Attempt | None = getattr(_local, "attempt", None)
+    if attempt is not None:
+        attempt.note(sock)
+
+
+def _adapter() -> Any:
+    """A requests adapter whose connections report their socket to the running attempt's watchdog."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class _Conn(HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            _note_socket(self.sock)
+
+        def getresponse(self) -> Any:  # type: ignore[override]
+            _note_socket(self.sock)
+            return super().getresponse()
+
+    class _TLSConn(HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            _note_socket(self.sock)
+
+        def getresponse(self) -> Any:  # type: ignore[override]
+            _note_socket(self.sock)
+            return super().getresponse()
+
+    class _Pool(HTTPConnectionPool):
+        ConnectionCls = _Conn
+
+    class _TLSPool(HTTPSConnectionPool):
+        ConnectionCls = _TLSConn
+
+    class _Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+
+    return _Adapter(pool_connections=8, pool_maxsize=16, max_retries=0)
 
 
 def session() -> requests.Session:
@@ -59,11 +258,10 @@ def session() -> requests.Session:
     sess = getattr(_local, "session", None)
     if sess is None:
         import requests
-        from requests.adapters import HTTPAdapter
 
         sess = requests.Session()
         sess.trust_env = False
-        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
+        adapter = _adapter()
         sess.mount("http://", adapter)
         sess.mount("https://", adapter)
         _local.session = sess
@@ -85,43 +283,152 @@ def _retry_after(resp: requests.Response) -> float | None:
             return None
 
 
-def request(method: str, url: str, *, policy: RetryPolicy | None = None, **kwargs: Any) -> requests.Response:
-    """Send one request, retrying transient failures until ``policy.deadline``.
+# -- one attempt ----------------------------------------------------------------------------------
 
-    Returns the final response (any status that is not transient, or a transient one
-    when the deadline has passed and a response exists). Raises :class:`TransientError`
-    when the deadline passes without any response (connection failures).
-    """
-    import requests
+class _CutShortError(Exception):
+    """The attempt failed in a way worth retrying (timeout, dropped or truncated body)."""
 
-    policy = policy or RetryPolicy()
-    kwargs.setdefault("timeout", policy.timeout)
-    started = time.monotonic()
-    attempt = 0
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:g} MiB" if n >= 1048576 else f"{n} bytes"
+
+
+def _read_body(resp: requests.Response, method: str, max_bytes: int, attempt: _Attempt) -> None:
+    """Read the body into ``resp`` (so ``.content``/``.json()`` work), stopping at ``max_bytes``."""
+    if method == "HEAD" or resp.status_code in _NO_BODY:
+        _keep(resp, b"")
+        return
+    declared = resp.headers.get("Content-Length", "").strip()
+    if declared.isdigit() and int(declared) > max_bytes:
+        resp.close()
+        raise BadResponseError(f"response declares {_mib(int(declared))}, over the {_mib(max_bytes)} limit")
+    buf = bytearray()
     while True:
-        wait: float | None = None
+        chunk = resp.raw.read1(_CHUNK, decode_content=True)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > max_bytes:
+            resp.close()
+            raise BadResponseError(f"response is larger than the {_mib(max_bytes)} limit")
+        if attempt.expired:
+            break
+    if attempt.expired:
+        resp.close()
+        raise _CutShortError("timed out (response too slow)")
+    _keep(resp, bytes(buf))
+
+
+def _keep(resp: requests.Response, body: bytes) -> None:
+    """Hold ``body`` as the response's content (as requests does after reading) and free the connection."""
+    resp._content = body
+    resp._content_consumed = True
+    resp.raw.release_conn()
+
+
+def _attempt(method: str, url: str, kwargs: dict[str, Any], max_bytes: int, follow: bool,
+             attempt: _Attempt) -> requests.Response:
+    """Send, follow redirects (credentials only to the first URL's origin), and read the final body."""
+    import requests
+    import urllib3.exceptions
+
+    current, hop_kwargs = url, kwargs
+    for _hop in range(MAX_REDIRECTS + 1):
+        _count(method, current)
         try:
-            resp = session().request(method, url, **kwargs)
+            resp = session().request(method, current, stream=True, allow_redirects=False, **hop_kwargs)
         except requests.exceptions.SSLError:
             raise  # a bad certificate does not heal by waiting: fail fast
         except (requests.ConnectionError, requests.Timeout) as exc:
-            problem: str = f"{method} {url}: {type(exc).__name__}"
-            resp = None
+            raise _CutShortError("timed out" if attempt.expired else type(exc).__name__) from None
+        if not (follow and resp.is_redirect):
+            try:
+                _read_body(resp, method, max_bytes, attempt)
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                resp.close()
+                if isinstance(exc, urllib3.exceptions.DecodeError):
+                    raise BadResponseError("response body cannot be decoded") from None
+                reason = "timed out" if attempt.expired else f"body cut short ({type(exc).__name__})"
+                raise _CutShortError(reason) from None
+            return resp
+        resp.close()
+        try:
+            nxt = urljoin(current, resp.headers["Location"])
+            target = origin(nxt)
+        except ValueError:
+            raise BadResponseError("redirect Location is not a URL") from None
+        if target[0] not in ("http", "https") or not target[1]:
+            raise BadResponseError("redirect to a non-HTTP location")
+        if not same_origin(nxt, url):
+            hop_kwargs = {k: v for k, v in kwargs.items() if k not in ("auth", "params", "headers")}
+            headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"}
+            hop_kwargs["headers"] = headers
         else:
+            hop_kwargs = {k: v for k, v in kwargs.items() if k != "params"}
+        current = nxt
+    raise BadResponseError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def request(method: str, url: str, *, policy: RetryPolicy | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+            **kwargs: Any) -> requests.Response:
+    """Send one request, retrying transient failures until ``policy.deadline``.
+
+    Returns the final response with its body read (any status that is not transient, or a
+    transient one when the deadline has passed). Raises :class:`TransientError` when the deadline
+    passes without any response (connection failures, timeouts, truncated bodies) and
+    :class:`BadResponseError` when the server breaks a limit. ``allow_redirects`` defaults to
+    True for GET/HEAD; other methods never follow redirects.
+    """
+    policy = policy or RetryPolicy()
+    kwargs.setdefault("timeout", policy.timeout)
+    follow = bool(kwargs.pop("allow_redirects", True)) and method in ("GET", "HEAD")
+    kwargs.pop("stream", None)
+    started = time.monotonic()
+    attempt_no = 0
+    while True:
+        wait: float | None = None
+        resp: requests.Response | None = None
+        left = policy.deadline - (time.monotonic() - started)
+        watchdog = _Attempt(min(policy.attempt_limit, max(left, MIN_ATTEMPT)))
+        _local.attempt = watchdog
+        _watchdog.watch(watchdog)
+        try:
+            resp = _attempt(method, url, kwargs, max_bytes, follow, watchdog)
+        except _CutShortError as exc:
+            problem = f"{method} {_safe(url)}: {exc}"
+        finally:
+            watchdog.finish()
+            _local.attempt = None
+        if resp is not None:
             if resp.status_code not in RETRY_STATUSES:
                 return resp
-            problem = f"{method} {url}: HTTP {resp.status_code}"
+            problem = f"{method} {_safe(url)}: HTTP {resp.status_code}"
             wait = _retry_after(resp)
         if wait is None:
-            wait = policy.backoff(attempt)
+            wait = policy.backoff(attempt_no)
         if time.monotonic() - started + wait > policy.deadline:
             if resp is not None:
                 return resp
-            raise TransientError(f"{problem} (gave up after {attempt + 1} attempts)")
+            raise TransientError(f"{problem} (gave up after {attempt_no + 1} attempts)")
         body = kwargs.get("data")
         if body is not None and hasattr(body, "seek"):
             body.seek(0)
         log.debug("retrying %s in %.2fs", problem, wait)
         policy.retries += 1
-        attempt += 1
+        attempt_no += 1
         time.sleep(wait)
+
+
+def _safe(url: str) -> str:
+    """``url`` without its query (presigned storage URLs carry signatures there) or userinfo."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}{parts.path}"

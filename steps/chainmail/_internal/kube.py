@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from chainmail._internal.http import RetryPolicy, TransientError, request
+from chainmail._internal.encoding import JSONLimitError, load_json
+from chainmail._internal.http import BadResponseError, RetryPolicy, TransientError, request
 from chainmail.errors import ClusterAuthError, ClusterError, ConfigError, ConflictError, NotFoundError
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ TEKTON = "tekton.dev/v1"
 CORE = "v1"
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 USER_AGENT = "chainmail/0.1"
+#: Largest API response read (a page of 500 big PipelineRuns fits many times over).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: Pages in a row without a single item before :meth:`KubeClient.iter_all` gives up on a list.
+MAX_EMPTY_PAGES = 50
 
 Selector = str | Mapping[str, str] | None
 _Entry = tuple[dict[str, Any], Path]
@@ -215,6 +220,10 @@ class KubeClient:
         doc = self._call("GET", self._url(plural, namespace), verb="list", what=_what(plural, namespace),
                          params=params)
         items = doc.get("items") or []
+        meta = doc.get("metadata") or {}
+        if not isinstance(items, list) or not isinstance(meta, dict):
+            raise ClusterError(f"list {_what(plural, namespace)}: malformed list from the Kubernetes API")
+        items = [item for item in items if isinstance(item, dict)]
         list_kind = str(doc.get("kind") or "")
         kind = list_kind[:-4] if list_kind.endswith("List") else ""
         api_version = doc.get("apiVersion") or _GROUPS.get(plural, TEKTON)
@@ -223,19 +232,26 @@ class KubeClient:
                 item["kind"] = kind
             if "apiVersion" not in item:
                 item["apiVersion"] = api_version
-        token = (doc.get("metadata") or {}).get("continue") or None
-        return items, token
+        token = meta.get("continue") or None
+        return items, str(token) if token is not None else None
 
     def iter_all(self, plural: str, namespace: str | None, label_selector: Selector = None,
                  page: int = 500) -> Iterator[dict[str, Any]]:
         """Every object, fetched ``page`` at a time (only one page is held in memory)."""
         token: str | None = None
+        seen: set[str] = set()
+        empty = 0
         while True:
             items, token = self.list(plural, namespace, label_selector=label_selector, limit=page,
                                      continue_=token)
             yield from items
             if not token:
                 return
+            empty = 0 if items else empty + 1
+            if token in seen or empty > MAX_EMPTY_PAGES:
+                raise ClusterError(f"list {_what(plural, namespace)}: the Kubernetes API keeps paging "
+                                   "without progress (a repeated or endless continue token)")
+            seen.add(token)
 
     def patch_merge(self, plural: str, namespace: str, name: str, patch: dict[str, Any], *,
                     resource_version: str | None = None) -> dict[str, Any]:
@@ -259,10 +275,10 @@ class KubeClient:
         """A Secret's data, base64-decoded."""
         doc = self.get("secrets", namespace, name)
         out: dict[str, bytes] = {}
-        for key, value in (doc.get("data") or {}).items():
+        for key, value in _mapping(doc.get("data"), f"secret {namespace}/{name}").items():
             try:
                 out[key] = base64.b64decode(value or "", validate=True)
-            except ValueError:
+            except (TypeError, ValueError):
                 raise ClusterError(f"secret {namespace}/{name}: key '{key}' is not valid base64") from None
         return out
 
@@ -290,7 +306,7 @@ class KubeClient:
     def get_configmap(self, namespace: str, name: str) -> dict[str, str]:
         """A ConfigMap's ``data``."""
         doc = self.get("configmaps", namespace, name)
-        return {str(k): str(v) for k, v in (doc.get("data") or {}).items()}
+        return {str(k): str(v) for k, v in _mapping(doc.get("data"), f"configmap {namespace}/{name}").items()}
 
     def get_service_account(self, namespace: str, name: str) -> dict[str, Any]:
         """A ServiceAccount object."""
@@ -318,9 +334,11 @@ class KubeClient:
 
         try:
             return request(method, url, policy=self.retry, headers=headers, verify=self.verify,
-                           cert=self.cert, auth=self._basic, **kwargs)
+                           cert=self.cert, auth=self._basic, max_bytes=MAX_RESPONSE_BYTES, **kwargs)
         except TransientError as exc:
             raise ClusterError(f"cannot reach the Kubernetes API at {self.server}: {exc}") from None
+        except BadResponseError as exc:
+            raise ClusterError(f"the Kubernetes API at {self.server}: {method} {_path(url)}: {exc}") from None
         except requests.RequestException as exc:
             raise ClusterError(
                 f"cannot reach the Kubernetes API at {self.server}: {type(exc).__name__}: {_scrub(str(exc))}"
@@ -335,7 +353,9 @@ class KubeClient:
         if resp.status_code >= 300:
             raise self._error(resp, verb, what)
         try:
-            doc = resp.json()
+            doc = load_json(resp.content)
+        except JSONLimitError as exc:
+            raise ClusterError(f"{verb} {what}: the Kubernetes API answered with {exc}") from None
         except ValueError:
             raise ClusterError(f"{verb} {what}: the Kubernetes API answered with non-JSON content") from None
         if not isinstance(doc, dict):
@@ -346,13 +366,13 @@ class KubeClient:
         code = resp.status_code
         reason, message = "", ""
         try:
-            body = resp.json()
+            body = load_json(resp.content)
             if isinstance(body, dict):
-                reason = str(body.get("reason") or "")
+                reason = str(body.get("reason") or "")[:100]
                 message = str(body.get("message") or "")
         except ValueError:
-            message = resp.text[:200] if resp.text else ""
-        message = _scrub(" ".join(message.split()))
+            message = resp.content[:200].decode("utf-8", "replace")
+        message = _scrub(" ".join(message.split())[:500])
         if self._token and self._token in message:
             message = message.replace(self._token, "***")
         detail = f"HTTP {code}" + (f" {reason}" if reason else "") + (f": {message}" if message else "")
@@ -369,6 +389,21 @@ class KubeClient:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def _mapping(value: object, what: str) -> dict[str, Any]:
+    """An object's ``data`` field: a mapping, or absent."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ClusterError(f"{what}: 'data' is not a mapping")
+    return value
+
+
+def _path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path
 
 
 def _what(plural: str, namespace: str | None, name: str | None = None) -> str:

@@ -23,13 +23,22 @@ Credentials come from a docker ``config.json`` (a directory or a file, also a
 or ``identitytoken``; ``credHelpers``/``credsStore`` helpers when their binary is on PATH),
 then from :meth:`RegistryClient.add_credentials` (the run service account's secrets).
 Error messages name the registry and repository, never a credential.
+
+What a registry sends is bounded (see :mod:`chainmail._internal.http` for time and redirects):
+manifests, indexes, referrer pages and token answers stop at :data:`MAX_MANIFEST_BYTES`, blobs at
+``max_blob_bytes``; a manifest must be a JSON object nested at most 128 deep; anything fetched by
+digest is hashed and compared (sha256/384/512, other algorithms refused); referrers paging follows
+at most :data:`MAX_REFERRER_PAGES` ``Link: rel=next`` pages, never the same URL twice and never off
+the registry's own scheme, host and port. Credentials go only to the registry's origin: an absolute
+URL elsewhere (an upload ``Location``) is sent without them, and a Basic login goes to a token realm
+on another host only over https. Refusals are :class:`StorageError` (exit 8); a registry still
+failing at the retry deadline is :class:`RegistryUnreachableError` (exit 18).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import os
 import re
@@ -38,9 +47,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
-from chainmail._internal.http import RetryPolicy, TransientError, request
+from chainmail._internal.encoding import JSONLimitError, load_json
+from chainmail._internal.http import (
+    RETRY_STATUSES,
+    BadResponseError,
+    RetryPolicy,
+    TransientError,
+    origin,
+    request,
+    same_origin,
+)
 from chainmail.errors import (
     ConfigError,
     InputError,
@@ -74,6 +92,49 @@ _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$")
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 #: Upload sessions :meth:`RegistryClient.push_blob` opens for one blob before giving up.
 UPLOAD_ATTEMPTS = 3
+#: Largest manifest, index, referrers page or token answer read (containerd's manifest limit).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: Default largest blob read (chains-config ``chainmail.registry.max-blob-bytes``).
+DEFAULT_MAX_BLOB_BYTES = 16 * 1024 * 1024
+#: Referrers pages followed through ``Link: rel=next``, and descriptors collected in all.
+MAX_REFERRER_PAGES = 100
+MAX_REFERRERS = 10_000
+_HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+#: Entries kept by the per-process caches of manifests and blobs known to exist (cleared when full).
+KNOWN_LIMIT = 4096
+
+
+class _Known:
+    """A thread-safe, bounded set of facts "this content-addressed thing exists" (cleared when full).
+
+    Only digests go in: what a digest names never changes, so a "yes" stays true unless the
+    registry deletes it, and a write that needs it then fails loudly (the manifest PUT names the
+    missing blob) instead of storing something wrong.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, str, str], Any] = {}
+
+    def get(self, key: tuple[str, str, str]) -> Any:
+        with self._lock:
+            return self._items.get(key)
+
+    def add(self, key: tuple[str, str, str], value: Any = True) -> None:
+        with self._lock:
+            if len(self._items) >= KNOWN_LIMIT:
+                self._items.clear()
+            self._items[key] = value
+
+    def forget_repository(self, registry: str, repository: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[:2] == (registry, repository)]:
+                del self._items[key]
+
+
+#: Manifests known to exist, by (registry, repository, digest) → ``(digest, media_type, size)``. Shared by
+#: every client of the process, so the image-exists check's HEAD answers storage's question too.
+_MANIFESTS = _Known()
 
 
 @dataclass(frozen=True)
@@ -170,6 +231,20 @@ def sha256_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def check_algorithm(digest: str) -> str:
+    """The digest's algorithm when chainmail can verify it (sha256, sha384, sha512); else :class:`StorageError`."""
+    algorithm = digest.partition(":")[0]
+    if algorithm not in _HASHES:
+        raise StorageError(f"digest {digest[:80]}: unsupported algorithm '{algorithm[:20]}' "
+                           "(sha256, sha384 or sha512)")
+    return algorithm
+
+
+def digest_matches(data: bytes, digest: str) -> bool:
+    """Whether ``data`` hashes to ``digest`` (any algorithm but sha256/384/512 is refused)."""
+    return _HASHES[check_algorithm(digest)](data).hexdigest() == digest.partition(":")[2]
+
+
 @dataclass(frozen=True)
 class Credentials:
     """One registry login. ``repr`` never shows the secret."""
@@ -240,10 +315,12 @@ class RegistryClient:
     """
 
     def __init__(self, docker_config: Path | None = None, insecure: bool = False,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
         self.docker_config = docker_config
         self.insecure = insecure
         self.retry = retry or RetryPolicy()
+        #: Largest blob :meth:`get_blob` reads; manifests and indexes stop at :data:`MAX_MANIFEST_BYTES`.
+        self.max_blob_bytes = max_blob_bytes
         self._lock = threading.Lock()
         self._config_creds: dict[str, Credentials] | None = None
         self._helpers: dict[str, Any] = {}
@@ -253,6 +330,8 @@ class RegistryClient:
         #: (host, repo, actions) → (token, expiry on the monotonic clock)
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._referrers_api: dict[str, bool] = {}
+        #: Blobs this client stored or saw, by (registry, repository, digest): not uploaded again.
+        self._blobs = _Known()
 
     # -- credentials ---------------------------------------------------------------------------
 
@@ -267,7 +346,7 @@ class RegistryClient:
             creds: dict[str, Credentials] = {}
             if path is not None:
                 try:
-                    doc = json.loads(path.read_text())
+                    doc = load_json(path.read_bytes())
                 except OSError as exc:
                     raise ConfigError(f"cannot read docker config {path}: {exc.strerror}") from None
                 except ValueError:
@@ -307,7 +386,9 @@ class RegistryClient:
         try:
             proc = subprocess.run([binary, "get"], input=server.encode(), capture_output=True, timeout=30,
                                   check=True)
-            doc = json.loads(proc.stdout)
+            doc = load_json(proc.stdout)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
         except (OSError, subprocess.SubprocessError, ValueError):
             log.debug("credential helper docker-credential-%s had nothing for %s", helper, host)
             return None
@@ -325,18 +406,25 @@ class RegistryClient:
     def base_url(self, ref: Reference) -> str:
         return f"{self.scheme(ref.registry)}://{ref.registry}/v2/{ref.repository}"
 
-    def _send(self, method: str, url: str, where: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, where: str, *, max_bytes: int = MAX_MANIFEST_BYTES,
+              **kwargs: Any) -> requests.Response:
+        """One request with retries; a registry still failing at the deadline is unreachable (exit 18)."""
         import requests
 
+        hint = f"retried for {self.retry.deadline:g}s (chainmail.retry.deadline-seconds)"
         try:
-            return request(method, url, policy=self.retry, **kwargs)
+            resp = request(method, url, policy=self.retry, max_bytes=max_bytes, **kwargs)
         except TransientError as exc:
-            raise RegistryUnreachableError(
-                f"registry {where} unreachable: {exc}",
-                hint=f"retried for {self.retry.deadline:g}s (chainmail.retry.deadline-seconds)",
-            ) from None
+            raise RegistryUnreachableError(f"registry {where} unreachable: {exc}", hint=hint) from None
+        except BadResponseError as exc:
+            raise StorageError(f"registry {where}: {method} {urlsplit(url).path}: {exc}") from None
         except requests.RequestException as exc:
             raise StorageError(f"registry {where}: {type(exc).__name__}: {exc}") from None
+        if resp.status_code in RETRY_STATUSES:
+            raise RegistryUnreachableError(
+                f"registry {where} unavailable: {method} {urlsplit(url).path} still answered HTTP "
+                f"{resp.status_code} at the retry deadline", hint=hint)
+        return resp
 
     def _auth_header(self, host: str, repo: str, actions: str, *, refresh: bool = False) -> dict[str, str]:
         """The Authorization header for a request, fetching a token when the host wants one."""
@@ -368,6 +456,12 @@ class RegistryClient:
         realm = params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise StorageError(f"registry {host}: bearer challenge has no usable realm")
+        realm_scheme, realm_host, _port = origin(realm)
+        if creds is not None and realm_scheme != "https" and realm_host != origin(f"http://{host}/")[1]:
+            raise RegistryAuthError(
+                f"registry {host}: token realm {realm_host} is plain http on another host; "
+                "not sending the login there",
+                hint="the registry's token service must use https (or run on the registry's own host)")
         scope = f"repository:{repo}:{actions}"
         where = f"{host}/{repo}"
         if creds is not None and creds.identity_token:
@@ -388,11 +482,11 @@ class RegistryClient:
         if resp.status_code != 200:
             raise StorageError(f"registry {host}: token request for {repo} failed: HTTP {resp.status_code}")
         try:
-            body = resp.json()
+            body = load_json(resp.content)
         except ValueError:
             raise StorageError(f"registry {host}: token endpoint did not return JSON") from None
-        token = body.get("token") or body.get("access_token")
-        if not token:
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not token or not isinstance(token, str):
             raise StorageError(f"registry {host}: token endpoint returned no token")
         try:
             ttl = float(body.get("expires_in") or 60)
@@ -413,23 +507,27 @@ class RegistryClient:
 
     def call(self, method: str, ref: Reference, path: str, *, actions: str = "pull",
              headers: dict[str, str] | None = None, data: bytes | None = None,
-             params: dict[str, str] | None = None, url: str | None = None) -> requests.Response:
+             params: dict[str, str] | None = None, url: str | None = None,
+             max_bytes: int = MAX_MANIFEST_BYTES) -> requests.Response:
         """One authenticated API call on ``/v2/<repo>/<path>`` (or an absolute ``url``).
 
-        Handles one auth challenge; 401/403 after that raise :class:`RegistryAuthError`.
+        Handles one auth challenge; 401/403 after that raise :class:`RegistryAuthError`. An
+        absolute ``url`` on another origin (an upload ``Location`` elsewhere) is sent without
+        credentials, and its challenges are ignored.
         """
         host, repo = ref.registry, ref.repository
         target = url or f"{self.base_url(ref)}/{path}"
+        own = same_origin(target, self.base_url(ref))
         where = f"{host}/{repo}"
         hdrs = dict(headers or {})
-        auth = self._auth_header(host, repo, actions)
+        auth = self._auth_header(host, repo, actions) if own else {}
         resp = self._send(method, target, where, headers={**hdrs, **auth}, data=data, params=params,
-                          allow_redirects=method in ("GET", "HEAD"))
-        if resp.status_code == 401 and self._remember_challenge(host, resp):
+                          allow_redirects=method in ("GET", "HEAD"), max_bytes=max_bytes)
+        if own and resp.status_code == 401 and self._remember_challenge(host, resp):
             auth2 = self._auth_header(host, repo, actions, refresh=True)
             if auth2 and auth2 != auth:
                 resp = self._send(method, target, where, headers={**hdrs, **auth2}, data=data, params=params,
-                                  allow_redirects=method in ("GET", "HEAD"))
+                                  allow_redirects=method in ("GET", "HEAD"), max_bytes=max_bytes)
             auth = auth2
         if resp.status_code in (401, 403):
             raise RegistryAuthError(
@@ -451,40 +549,56 @@ class RegistryClient:
     def head_manifest(self, ref: str | Reference) -> tuple[str, str, int] | None:
         """``(digest, media_type, size)`` of a tag or digest, or None when it does not exist."""
         r = Reference.parse(ref)
+        key = (r.registry, r.repository, r.digest)
+        if r.digest:
+            known = _MANIFESTS.get(key)
+            if known is not None:
+                return known  # type: ignore[no-any-return]
         resp = self.call("HEAD", r, f"manifests/{r.identifier}", headers={"Accept": _ACCEPT})
         if resp.status_code == 404:
             return None
         _check(resp, r, "HEAD manifest")
-        digest = resp.headers.get("Docker-Content-Digest") or r.digest
+        digest = resp.headers.get("Docker-Content-Digest", "").strip() or r.digest
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        size = int(resp.headers.get("Content-Length") or 0)
-        if not digest or not media_type or not size:
+        length = resp.headers.get("Content-Length", "").strip()
+        size = int(length) if length.isdigit() and len(length) < 12 else 0
+        if not _DIGEST_RE.match(digest) or not media_type or not size:
             got = self.get_manifest(r)
             if got is None:
                 return None
             raw, media_type, digest = got
             size = len(raw)
+        if r.digest and digest == r.digest:
+            _MANIFESTS.add(key, (digest, media_type, size))
         return digest, media_type, size
 
     def get_manifest(self, ref: str | Reference) -> tuple[bytes, str, str] | None:
         """``(raw_bytes, media_type, digest)``, or None on 404. The bytes are checked against the digest."""
         r = Reference.parse(ref)
+        if r.digest and not _DIGEST_RE.match(r.digest):
+            raise StorageError(f"registry {r.name}: invalid manifest digest '{r.digest[:80]}'")
+        if r.digest:
+            check_algorithm(r.digest)
         resp = self.call("GET", r, f"manifests/{r.identifier}", headers={"Accept": _ACCEPT})
         if resp.status_code == 404:
             return None
         _check(resp, r, "GET manifest")
         raw = resp.content
-        actual = sha256_of(raw)
-        claimed = r.digest or resp.headers.get("Docker-Content-Digest") or actual
-        if claimed.startswith("sha256:") and claimed != actual:
+        claimed = r.digest or resp.headers.get("Docker-Content-Digest", "").strip() or sha256_of(raw)
+        if not digest_matches(raw, claimed):
             raise StorageError(f"registry {r.name}: manifest {r.identifier} does not match its digest "
                                f"{claimed}")
+        try:
+            doc = load_json(raw)
+        except JSONLimitError as exc:
+            raise StorageError(f"registry {r.name}: manifest {r.identifier}: {exc}") from None
+        except ValueError:
+            raise StorageError(f"registry {r.name}: manifest {r.identifier} is not JSON") from None
+        if not isinstance(doc, dict):
+            raise StorageError(f"registry {r.name}: manifest {r.identifier} is not a JSON object")
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if not media_type or media_type in ("application/json", "text/plain"):
-            try:
-                media_type = str(json.loads(raw).get("mediaType") or OCI_MANIFEST)
-            except (ValueError, AttributeError):
-                media_type = OCI_MANIFEST
+            media_type = str(doc.get("mediaType") or OCI_MANIFEST)
         return raw, media_type, claimed
 
     def put_manifest(self, repo_ref: str | Reference, tag_or_digest: str, raw: bytes, media_type: str) -> str:
@@ -495,7 +609,10 @@ class RegistryClient:
             raise StorageError(f"manifest bytes do not match {tag_or_digest}")
         resp = self.call("PUT", r, f"manifests/{tag_or_digest}", actions="pull,push",
                          headers={"Content-Type": media_type}, data=raw)
+        if resp.status_code == 400 and b"BLOB_UNKNOWN" in resp.content:
+            self._blobs.forget_repository(r.registry, r.repository)  # deleted since we saw them: upload again
         _check(resp, r, f"PUT manifest {tag_or_digest}", ok=(200, 201, 202))
+        _MANIFESTS.add((r.registry, r.repository, digest), (digest, media_type, len(raw)))
         if resp.headers.get("OCI-Subject"):
             with self._lock:
                 self._referrers_api[r.registry] = True
@@ -509,12 +626,18 @@ class RegistryClient:
         if resp.status_code == 404:
             return False
         _check(resp, r, f"HEAD blob {digest}")
+        self._blobs.add((r.registry, r.repository, digest))
         return True
 
     def push_blob(self, repo_ref: str | Reference, data: bytes,
                   media_type: str = "application/octet-stream") -> dict[str, Any]:
-        """Upload ``data`` unless present (HEAD, then a POST opening a session and one PUT); returns its
-        descriptor.
+        """Upload ``data`` unless the repository holds it; returns its descriptor.
+
+        Two requests for a new blob, one for a stored one, none for one this client already stored
+        or found in that repository: the upload starts with ``POST …/blobs/uploads/?mount=<digest>&
+        from=<this repository>``, which a registry answers ``201`` when the blob is already there (a
+        HEAD and the POST in one call) and otherwise ``202`` with an upload session, completed by one
+        ``PUT …?digest=``. A registry that refuses the mount parameters gets a plain POST.
 
         A lost answer to the final PUT is recovered: :func:`~chainmail._internal.http.request` sends the
         same PUT again, and a registry that already completed the upload answers ``404
@@ -526,40 +649,62 @@ class RegistryClient:
         r = Reference.parse(repo_ref)
         desc = descriptor(media_type, data)
         digest = desc["digest"]
-        if self.blob_exists(r, digest):
+        key = (r.registry, r.repository, digest)
+        if self._blobs.get(key):
             return desc
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            resp = self.call("POST", r, "blobs/uploads/", actions="pull,push",
-                             headers={"Content-Length": "0"})
-            _check(resp, r, "start blob upload", ok=(202,))
-            location = resp.headers.get("Location")
-            if not location:
-                raise StorageError(f"registry {r.name}: blob upload started without a Location")
-            location = urljoin(self.base_url(r) + "/", location)
+            location = self._start_upload(r, digest)
+            if location is None:
+                break
             sep = "&" if "?" in location else "?"
             resp = self.call("PUT", r, "", actions="pull,push", url=f"{location}{sep}digest={digest}",
                              headers={"Content-Type": "application/octet-stream"}, data=data)
             if resp.status_code in (201, 204):
-                return desc
+                break
             if self.blob_exists(r, digest):
                 log.info("registry %s: upload of %s answered HTTP %s, but the blob is stored (an earlier "
                          "answer was lost)", r.name, digest, resp.status_code)
-                return desc
+                break
             if resp.status_code != 404 or attempt == UPLOAD_ATTEMPTS:
                 _check(resp, r, f"upload blob {digest}", ok=(201, 204))
             log.info("registry %s: upload session for %s is gone (HTTP 404) and the blob is not stored; "
                      "starting a new upload (attempt %d of %d)", r.name, digest, attempt + 1, UPLOAD_ATTEMPTS)
-        raise StorageError(f"registry {r.name}: upload blob {digest} failed after {UPLOAD_ATTEMPTS} attempts")
+        else:
+            raise StorageError(f"registry {r.name}: upload blob {digest} failed after {UPLOAD_ATTEMPTS} attempts")
+        self._blobs.add(key)
+        return desc
+
+    def _start_upload(self, r: Reference, digest: str) -> str | None:
+        """Open an upload session and return its absolute URL; None when the repository already holds ``digest``.
+
+        The POST asks to mount ``digest`` from the repository itself: ``201`` means it is there.
+        """
+        resp = self.call("POST", r, "blobs/uploads/", actions="pull,push", headers={"Content-Length": "0"},
+                         params={"mount": digest, "from": r.repository})
+        if resp.status_code == 201:
+            return None
+        if resp.status_code != 202:
+            log.debug("registry %s: mount request answered HTTP %s; starting a plain upload", r.name,
+                      resp.status_code)
+            resp = self.call("POST", r, "blobs/uploads/", actions="pull,push", headers={"Content-Length": "0"})
+        _check(resp, r, "start blob upload", ok=(202,))
+        location = resp.headers.get("Location")
+        if not location:
+            raise StorageError(f"registry {r.name}: blob upload started without a Location")
+        return urljoin(self.base_url(r) + "/", location)
 
     def get_blob(self, repo_ref: str | Reference, digest: str) -> bytes:
-        """The blob's bytes, checked against ``digest``."""
+        """The blob's bytes (at most :attr:`max_blob_bytes`), checked against ``digest``."""
         r = Reference.parse(repo_ref)
-        resp = self.call("GET", r, f"blobs/{digest}")
+        if not _DIGEST_RE.match(digest):
+            raise StorageError(f"registry {r.name}: invalid blob digest '{digest[:80]}'")
+        check_algorithm(digest)
+        resp = self.call("GET", r, f"blobs/{digest}", max_bytes=self.max_blob_bytes)
         if resp.status_code == 404:
             raise StorageError(f"registry {r.name}: blob {digest} not found")
         _check(resp, r, f"GET blob {digest}")
         data = resp.content
-        if digest.startswith("sha256:") and sha256_of(data) != digest:
+        if not digest_matches(data, digest):
             raise StorageError(f"registry {r.name}: blob {digest} does not match its digest")
         return data
 
@@ -571,33 +716,51 @@ class RegistryClient:
         r = Reference.parse(repo_ref)
         if self._referrers_api.get(r.registry) is False:
             return None
-        params = {"artifactType": artifact_type} if artifact_type else None
-        url: str | None = None
+        what = f"registry {r.name}: referrers of {digest}"
+        url = f"{self.base_url(r)}/referrers/{digest}"
+        if artifact_type:
+            url += "?" + urlencode({"artifactType": artifact_type})
+        seen = {url}
         found: list[dict[str, Any]] = []
         filtered = False
-        while True:
-            resp = self.call("GET", r, f"referrers/{digest}", headers={"Accept": OCI_INDEX}, params=params,
-                             url=url)
+        for _page in range(MAX_REFERRER_PAGES):
+            resp = self.call("GET", r, "", headers={"Accept": OCI_INDEX}, url=url)
             if resp.status_code in (400, 404, 405, 501):
                 with self._lock:
                     self._referrers_api[r.registry] = False
                 return None
             _check(resp, r, f"GET referrers of {digest}")
             try:
-                doc = resp.json()
+                doc = load_json(resp.content)
                 page = [m for m in doc.get("manifests") or [] if isinstance(m, dict)]
-            except (ValueError, AttributeError):
+            except JSONLimitError as exc:
+                raise StorageError(f"{what}: {exc}") from None
+            except (ValueError, AttributeError, TypeError):
                 with self._lock:
                     self._referrers_api[r.registry] = False
                 return None
             with self._lock:
                 self._referrers_api[r.registry] = True
             found.extend(page)
+            if len(found) > MAX_REFERRERS:
+                raise StorageError(f"{what}: more than {MAX_REFERRERS} referrers")
             filtered = filtered or "artifactType" in resp.headers.get("OCI-Filters-Applied", "")
             nxt = _next_link(resp)
             if not nxt:
                 break
-            url, params = urljoin(self.base_url(r) + "/", nxt), None
+            try:
+                url = urljoin(url, nxt)
+                off_origin = not same_origin(url, self.base_url(r))
+            except ValueError:
+                raise StorageError(f"{what}: the next-page link is not a URL") from None
+            if off_origin:
+                raise StorageError(f"{what}: the next-page link points to another host "
+                                   f"({origin(url)[1] or '?'}); not following it")
+            if url in seen:
+                raise StorageError(f"{what}: the next-page link repeats an earlier page (a paging loop)")
+            seen.add(url)
+        else:
+            raise StorageError(f"{what}: more than {MAX_REFERRER_PAGES} pages")
         if artifact_type and not filtered:
             found = [m for m in found if m.get("artifactType") == artifact_type]
         return found
@@ -630,9 +793,10 @@ def _check(resp: requests.Response, ref: Reference, what: str, ok: tuple[int, ..
         return
     detail = ""
     try:
-        errors = resp.json().get("errors") or []
+        errors = load_json(resp.content).get("errors") or []
         detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors[:3])
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         detail = ""
+    detail = " ".join(detail.split())[:300]
     suffix = f" ({detail})" if detail else ""
     raise StorageError(f"registry {ref.name}: {what} failed: HTTP {resp.status_code}{suffix}")

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Literal
 
 from chainmail.errors import ConfigError, KeyMaterialError
 from chainmail.models import Payload, SignedPayload
+from chainmail.signing._awskms import AWSKMSSigner
+from chainmail.signing._azurekms import AzureKMSSigner
 from chainmail.signing._file import (
     FileSigner,
     K8sSigner,
@@ -36,6 +38,8 @@ from chainmail.signing._file import (
     load_file,
     public_key_from_material,
 )
+from chainmail.signing._gcpkms import GCPKMSSigner
+from chainmail.signing._hashivault import HashiVaultSigner
 from chainmail.signing._signer import KeySigner, Signer
 from chainmail.signing.keys import public_key_pem, verify_signature
 
@@ -47,6 +51,7 @@ __all__ = [
     "SIGNER_FOR_URI_SCHEME",
     "KeySigner",
     "Signer",
+    "configured_public_key",
     "load_public_key",
     "load_signer",
     "sign_payloads",
@@ -60,6 +65,10 @@ log = logging.getLogger("chainmail.signing")
 SIGNER_FOR_URI_SCHEME: dict[str, type[Signer]] = {
     FileSigner.SCHEME: FileSigner,
     K8sSigner.SCHEME: K8sSigner,
+    AWSKMSSigner.SCHEME: AWSKMSSigner,
+    HashiVaultSigner.SCHEME: HashiVaultSigner,
+    GCPKMSSigner.SCHEME: GCPKMSSigner,
+    AzureKMSSigner.SCHEME: AzureKMSSigner,
 }
 
 #: Where Chains mounts its ``signing-secrets`` Secret; ``$CHAINMAIL_SIGNING_SECRETS`` overrides it.
@@ -79,7 +88,7 @@ def _scheme(uri: str) -> str:
 
 
 def _unsupported(scheme: str) -> ConfigError | None:
-    if scheme in _KMS_SCHEMES:
+    if scheme in _KMS_SCHEMES and scheme not in SIGNER_FOR_URI_SCHEME:
         return ConfigError(
             f"KMS signing ({scheme}://) is not supported by this build yet",
             hint="use a cosign key or x509.pem: --key DIR, a key file, or k8s://NAMESPACE/SECRET",
@@ -157,6 +166,52 @@ def signer_for(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context) -> 
     return load_signer(_signing_secrets_dir(), ctx)
 
 
+def configured_public_key(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context) -> str | None:
+    """The public half of the key :func:`signer_for` would sign ``kind`` with (None for signer ``none``).
+
+    What ``store`` checks signatures against: the operator's configuration (``--key``,
+    ``signers.kms.kmsref``, the signing-secrets directory), never a key named in the workspace.
+    A key directory or Secret gives ``x509.pem``'s key, else ``cosign.pub``, else the key derived
+    from ``cosign.key``. Cached in ``ctx.cache``.
+    """
+    mode = ctx.config.signer(kind)
+    if mode == "none":
+        return None
+    if ctx.key:
+        ref = ctx.key
+    elif mode == "kms":
+        ref = ctx.config.get("signers.kms.kmsref").strip()
+        if not ref:
+            raise ConfigError(f"artifacts.{kind}.signer is kms but signers.kms.kmsref is empty",
+                              hint="set signers.kms.kmsref or pass --key")
+    elif ctx.config.bool("signers.x509.fulcio.enabled"):
+        raise ConfigError(
+            "keyless signing (signers.x509.fulcio.enabled) is not supported by this build yet",
+            hint="set signers.x509.fulcio.enabled to false and provide a key (--key or signing-secrets)",
+        )
+    else:
+        ref = _signing_secrets_dir()
+    cache_key = "public-key:" + ref.strip()
+    cached = ctx.cache.get(cache_key)
+    if isinstance(cached, str):
+        return cached
+    pem = load_public_key(ref, ctx)
+    ctx.cache[cache_key] = pem
+    return pem
+
+
+def require_no_transparency(ctx: Context) -> None:
+    """Refuse ``transparency.enabled: true|manual`` until Rekor uploads exist: signing without the
+    log entry the operator asked for would be a silent skip of a security feature."""
+    mode = ctx.config.transparency()
+    if mode != "off":
+        raise ConfigError(
+            f"transparency.enabled is {ctx.config.get('transparency.enabled')!r}, but this build cannot upload "
+            "to a transparency log (Rekor) yet; nothing was signed",
+            hint="set transparency.enabled to false to sign without a log entry",
+        )
+
+
 def sign_payloads(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
     """The ``sign`` step: DSSE envelopes for wrapped payloads, raw signatures otherwise.
 
@@ -164,6 +219,7 @@ def sign_payloads(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
     """
     from chainmail.signing import dsse
 
+    require_no_transparency(ctx)
     out: list[SignedPayload] = []
     signers: dict[str, Signer | None] = {}
     for payload in payloads:
@@ -211,6 +267,8 @@ def load_public_key(source: str, ctx: Context) -> str:
         raise error
     if scheme == "k8s":
         return public_key_from_material(KeyMaterial.from_secret(text, ctx))
+    if scheme != "file" and scheme in SIGNER_FOR_URI_SCHEME:  # a KMS key: its public key, from the KMS
+        return load_signer(text, ctx).public_key_pem
     if scheme != "file":
         raise ConfigError(f"unknown key scheme '{scheme}://'; supported: file://, k8s:// or a path")
     path = file_path(text)

@@ -26,6 +26,7 @@ from chainmail.signing.keys import (
     parse_k8s_uri,
     public_key_pem,
     read_password_env,
+    require_text_password,
 )
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ def load_cosign(pem: bytes, password: bytes | None, where: str, *, password_from
         env = read_password_env()
         if env is not None:
             password, password_from = env, "COSIGN_PASSWORD"
+    else:
+        require_text_password(password, password_from)
     candidates = [b""] if password is None else [password]
     if password is not None and password.endswith(b"\n"):
         candidates.append(password.rstrip(b"\r\n"))

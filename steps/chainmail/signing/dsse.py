@@ -14,10 +14,9 @@ of the keys is enough.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
-from chainmail._internal.encoding import b64decode, b64encode, compact_json
+from chainmail._internal.encoding import b64decode, b64encode, compact_json, load_json
 from chainmail.errors import InputError, NoMatchingSignatureError, VerificationError
 
 if TYPE_CHECKING:
@@ -56,7 +55,7 @@ def parse(envelope_bytes: bytes | str) -> dict[str, Any]:
     Raises :class:`InputError` when it is not a DSSE envelope.
     """
     try:
-        doc = json.loads(envelope_bytes)
+        doc = load_json(envelope_bytes)
     except (ValueError, UnicodeDecodeError):
         raise InputError("DSSE envelope: not valid JSON") from None
     if not isinstance(doc, dict):

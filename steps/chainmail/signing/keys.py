@@ -231,6 +231,21 @@ def _secret_exists(ctx: Context, namespace: str, name: str) -> bool:
 
 
 def read_password_env() -> bytes | None:
-    """``$COSIGN_PASSWORD`` as bytes, or None when it is not set (an empty value is a password)."""
-    value = os.environ.get("COSIGN_PASSWORD")
-    return None if value is None else value.encode()
+    """``$COSIGN_PASSWORD`` as bytes, or None when it is not set (an empty value is a password).
+
+    A value that is not UTF-8 text is a :class:`KeyMaterialError` (never shown).
+    """
+    value = os.environb.get(b"COSIGN_PASSWORD")
+    if value is None:
+        return None
+    return require_text_password(value, "COSIGN_PASSWORD")
+
+
+def require_text_password(password: bytes, where: str) -> bytes:
+    """``password`` unchanged when it is UTF-8 text, else :class:`KeyMaterialError` naming ``where``."""
+    try:
+        password.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyMaterialError(f"the password in {where} is not valid UTF-8 text",
+                               hint="cosign passwords are text; write it again as UTF-8") from None
+    return password

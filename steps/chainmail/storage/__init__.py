@@ -2,8 +2,8 @@
 
 Each signed payload goes to the backends named by ``artifacts.<kind>.storage`` for its
 artifact kind. Backends that write run annotations do not patch the run themselves: they
-add to :attr:`StoreSession.annotations`, and :func:`store_all`'s caller flushes those
-together with ``chains.tekton.dev/signed`` in one patch per run (one API call, and the
+add to :attr:`~chainmail.store_session.StoreSession.annotations`, and :func:`store_all`'s caller
+flushes those together with ``chains.tekton.dev/signed`` in one patch per run (one API call, and the
 run is never marked signed before its signatures are stored).
 """
 
@@ -11,28 +11,17 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 from chainmail.context import Context
 from chainmail.errors import ConfigError, Error, StorageError
-from chainmail.models import RunRef, RunSnapshot, SignedPayload, StoredRef
+from chainmail.models import SignedPayload, StoredRef
+from chainmail.store_session import StoreSession
+
+__all__ = ["UNSUPPORTED", "Backend", "StoreSession", "backend_names", "check_signatures", "store_all"]
 
 log = logging.getLogger("chainmail.storage")
-
-
-@dataclass
-class StoreSession:
-    """One store pass over one run: shared context plus pending run annotations."""
-
-    ctx: Context
-    snapshot: RunSnapshot
-    annotations: dict[RunRef, dict[str, str]] = field(default_factory=dict)
-
-    def annotate(self, run: RunRef, values: dict[str, str]) -> None:
-        """Queue annotations for ``run``; they are written by the caller in one patch."""
-        self.annotations.setdefault(run, {}).update(values)
 
 
 class Backend(ABC):
@@ -44,21 +33,30 @@ class Backend(ABC):
         self.session = session
         self.ctx = session.ctx
 
+    @classmethod
+    def preflight(cls, ctx: Context) -> None:  # noqa: B027 - optional hook, most backends need no check
+        """Raise :class:`ConfigError` for settings this backend cannot work with (no network calls)."""
+
     @abstractmethod
     def store(self, signed: list[SignedPayload]) -> list[StoredRef]:
         """Store every payload in ``signed``; raise :class:`StorageError` naming what failed."""
 
 
 def _backends() -> dict[str, type[Backend]]:
+    from chainmail.storage.archivista import ArchivistaBackend
+    from chainmail.storage.docdb import DocdbBackend
     from chainmail.storage.file import FileBackend
+    from chainmail.storage.gcs import GcsBackend
+    from chainmail.storage.grafeas import GrafeasBackend
     from chainmail.storage.oci import OciBackend
     from chainmail.storage.tekton import TektonBackend
 
-    return {b.NAME: b for b in (TektonBackend, OciBackend, FileBackend)}
+    return {b.NAME: b for b in (TektonBackend, OciBackend, FileBackend, GcsBackend, DocdbBackend, ArchivistaBackend,
+                                GrafeasBackend)}
 
 
 #: Names Chains accepts that chainmail does not implement; configuring one is a clear error.
-UNSUPPORTED = ("gcs", "docdb", "grafeas", "kafka", "archivista")
+UNSUPPORTED = ("kafka",)
 
 
 def backend_names(signed: Iterable[SignedPayload], ctx: Context) -> dict[str, list[SignedPayload]]:
@@ -69,43 +67,100 @@ def backend_names(signed: Iterable[SignedPayload], ctx: Context) -> dict[str, li
             if name in UNSUPPORTED:
                 raise ConfigError(
                     f"artifacts.{item.payload.artifact.kind}.storage: backend '{name}' is not supported by "
-                    "chainmail; use tekton, oci or file"
+                    "chainmail (see docs/storage-backends.md)"
                 )
             groups.setdefault(name, []).append(item)
+    backends = _backends()
+    for name in groups:
+        if name in backends:
+            backends[name].preflight(ctx)  # a bad setting is a ConfigError before anything is written
     return groups
 
 
-def check_signatures(signed: Iterable[SignedPayload]) -> None:
-    """Refuse signatures that do not verify over their payload (a tampered ``signed.json``)."""
+def check_signatures(signed: Iterable[SignedPayload], keys: Mapping[str, str | None] | None = None) -> None:
+    """Refuse signatures that do not verify over their payload (a tampered ``signed.json``).
+
+    ``keys`` maps an artifact kind to the PEM public key the operator configured for it (None:
+    that kind is not signed). With ``keys``, which ``store`` always passes, each signature must
+    verify with that key and the item must name that key and no certificate: a ``signed.json``
+    re-signed with another key is refused. Without it, each item is checked against its own
+    ``publicKey`` (integrity only, for callers that made the signatures themselves).
+    """
     from chainmail.errors import WorkspaceError
-    from chainmail.signing import verify_signature
-    from chainmail.signing.dsse import verify_envelope
 
     for item in signed:
         key = item.payload.artifact.full_key
+        expected = item.public_key
+        if keys is not None:
+            kind = item.payload.artifact.kind
+            if kind not in keys or keys[kind] is None:
+                raise WorkspaceError(f"signed.json holds a signature for {key}, but artifacts.{kind}.signer "
+                                     "signs nothing; run sign again")
+            expected = str(keys[kind])
+            _require_named_key(item, expected)
         try:
-            if item.payload.wrap:
-                payload_type, body = verify_envelope(item.signature, [item.public_key])
-                if payload_type != item.payload.payload_type or body != item.payload.body:
-                    raise WorkspaceError(f"signed payload for {key}: the envelope does not hold this payload")
-            else:
-                verify_signature(item.public_key, item.signature, item.payload.body)
+            _verify_one(item, expected)
         except WorkspaceError:
             raise
         except Error as exc:
             raise WorkspaceError(f"signature for {key} does not verify over its payload ({exc})") from None
 
 
-def store_all(signed: list[SignedPayload], session: StoreSession, *, check: bool = False) -> list[StoredRef]:
+def _fingerprint(pem: str) -> str:
+    from chainmail.signing.keys import ssh_fingerprint
+
+    try:
+        return ssh_fingerprint(pem)
+    except Error:
+        return "an unreadable key"
+
+
+def _require_named_key(item: SignedPayload, expected: str) -> None:
+    """The item must claim the configured key (what the backends write as ``.pub``) and no certificate."""
+    from chainmail.errors import WorkspaceError
+
+    key = item.payload.artifact.full_key
+    want = _fingerprint(expected)
+    got = _fingerprint(item.public_key)
+    if got != want or item.key_id != want:
+        raise WorkspaceError(f"signature for {key} was made with key {got}, not the configured signing key "
+                             f"{want}; refusing to store it")
+    if item.cert or item.chain or item.tlog is not None:
+        raise WorkspaceError(f"signed payload for {key} carries a certificate or log entry that the configured "
+                             "signing key does not make; refusing to store it")
+
+
+def _verify_one(item: SignedPayload, public_key: str) -> None:
+    from chainmail.errors import WorkspaceError
+    from chainmail.signing import verify_signature
+    from chainmail.signing.dsse import parse, verify_envelope
+
+    key = item.payload.artifact.full_key
+    if not item.payload.wrap:
+        verify_signature(public_key, item.signature, item.payload.body)
+        return
+    payload_type, body = verify_envelope(item.signature, [public_key])
+    if payload_type != item.payload.payload_type or body != item.payload.body:
+        raise WorkspaceError(f"signed payload for {key}: the envelope does not hold this payload")
+    sigs = parse(item.signature)["signatures"]
+    if len(sigs) != 1:
+        raise WorkspaceError(f"signed payload for {key}: the envelope must hold exactly one signature")
+    if sigs[0]["keyid"] not in ("", item.key_id):
+        raise WorkspaceError(f"signed payload for {key}: the envelope's keyid is not the signing key's")
+
+
+def store_all(signed: list[SignedPayload], session: StoreSession, *, check: bool = False,
+              keys: Mapping[str, str | None] | None = None) -> list[StoredRef]:
     """Send every payload to its backends; keep going on failure and raise one error at the end.
 
-    With ``check`` (input read from a workspace file), signatures are verified first, so
+    With ``check`` (input read from a workspace file), signatures are verified first, against
+    ``keys`` (the operator's public key per artifact kind, see :func:`check_signatures`), so
     nothing is written for a tampered input. Returns the references written. On failure,
     raises :class:`StorageError` whose message lists every failed backend; ``error.stored``
     holds what did succeed.
     """
     if check:
-        check_signatures(signed)
+        check_signatures(signed, keys)
     groups = backend_names(signed, session.ctx)
     registry = _backends()
     refs: list[StoredRef] = []

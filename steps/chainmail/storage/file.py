@@ -6,6 +6,10 @@ Layout (Chains' GCS object names, under a local directory)::
                                                   <shortKey>.signature   what cosign verify-blob(-attestation) takes:
                                                                          base64 DER, or the DSSE envelope JSON
                                                   <shortKey>.cert / .chain / .pub
+
+Every path is checked before anything is written: a run name, namespace or short key that is
+not a plain file name, or a symlink in the directory pointing elsewhere, is a
+:class:`~chainmail.errors.StorageError` and nothing of the batch is written.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from chainmail._internal.encoding import b64encode, sha256_digest
-from chainmail._internal.files import atomic_write
-from chainmail.models import RunRef, SignedPayload, StoredRef
+from chainmail._internal.files import atomic_write, confined
+from chainmail.models import SignedPayload, StoredRef
 from chainmail.storage import Backend
+from chainmail.store_session import file_store_dir, run_dir, run_dir_name
 
+__all__ = ["FileBackend", "run_dir", "signature_file_bytes"]
 
-def run_dir(root: Path, run: RunRef) -> Path:
-    """The directory holding one run's signed payloads."""
-    return root / f"{run.kind.lower()}-{run.namespace or 'default'}-{run.name}"
+SUFFIXES = (".payload", ".cert", ".chain", ".pub", ".signature")
 
 
 def signature_file_bytes(signed: SignedPayload) -> bytes:
@@ -35,18 +39,23 @@ class FileBackend(Backend):
 
     @property
     def root(self) -> Path:
-        return self.ctx.file_store or Path(self.ctx.config.get("chainmail.storage.file.directory"))
+        return file_store_dir(self.ctx)
+
+    def _targets(self, item: SignedPayload) -> dict[str, Path]:
+        art = item.payload.artifact
+        owner_dir = run_dir_name(art.owner)
+        return {suffix: confined(self.root, owner_dir, art.short_key + suffix) for suffix in SUFFIXES}
 
     def store(self, signed: list[SignedPayload]) -> list[StoredRef]:
+        plans = [(item, self._targets(item)) for item in signed]  # every path checked before any write
         refs = []
-        for item in signed:
-            art = item.payload.artifact
-            base = run_dir(self.root, art.owner) / art.short_key
+        for item, paths in plans:
             sig = signature_file_bytes(item)
-            atomic_write(base.with_suffix(".payload"), item.payload.body)
-            atomic_write(base.with_suffix(".cert"), item.cert.encode())
-            atomic_write(base.with_suffix(".chain"), item.chain.encode())
-            atomic_write(base.with_suffix(".pub"), item.public_key.encode())
-            atomic_write(base.with_suffix(".signature"), sig)
-            refs.append(StoredRef(self.NAME, art.full_key, str(base.with_suffix(".signature")), sha256_digest(sig)))
+            atomic_write(paths[".payload"], item.payload.body)
+            atomic_write(paths[".cert"], item.cert.encode())
+            atomic_write(paths[".chain"], item.chain.encode())
+            atomic_write(paths[".pub"], item.public_key.encode())
+            atomic_write(paths[".signature"], sig)
+            refs.append(StoredRef(self.NAME, item.payload.artifact.full_key, str(paths[".signature"]),
+                                  sha256_digest(sig)))
         return refs

@@ -21,11 +21,14 @@ registry 2.8) the ``sha256-<hex>`` fallback index tag lists them. Bundles hold a
 signature is rejected here with a clear error.
 
 Concurrency: a tag is read, extended and written back (the registry has no compare-and-swap). Writers
-in one process take a lock per tag. Across processes each write re-checks the tag just before its PUT
-(and starts over on a change), and every store ends with :func:`settle`: after a short wait sized by
-the PUT latency, each written tag is read back and a layer that a concurrent writer dropped is added
-again. This narrows the lost-update window to "another writer stalled for longer than the wait between
-its re-check and its PUT"; it cannot close it without server support.
+in one process take a lock per tag. Across processes each PUT follows a read of the tag by one round
+trip at most (blobs are uploaded before the read, or the tag is re-checked after them; the update starts
+over on a change), and every store ends with :func:`settle`: after a short wait sized by the PUT
+latency, each written tag is read back and a layer that a concurrent writer dropped is added again.
+This narrows the lost-update window to "another writer stalled for longer than the wait between its
+last read and its PUT"; it cannot close it without server support. The read-back is kept even for a tag
+this process created from nothing: two writers that both found the tag missing both PUT a one-layer
+manifest, and only the loser's read-back notices that its layer is gone.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chainmail._internal.encoding import b64decode, b64encode, compact_json, sha256_digest
+from chainmail._internal.encoding import b64decode, b64encode, compact_json, load_json, sha256_digest
 from chainmail.errors import Error, StorageError
 from chainmail.models import SIMPLESIGNING_PAYLOAD_TYPE, SignedPayload, StoredRef
 from chainmail.storage import Backend
@@ -87,6 +90,8 @@ _HISTORY_ORDER = ("author", "created", "created_by", "comment", "empty_layer")
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
+#: Held while the registry client for a service account is made (see :meth:`OciBackend.client`).
+_clients_guard = threading.Lock()
 
 
 # -- byte-exact documents ---------------------------------------------------------------------------
@@ -240,8 +245,8 @@ def _base_config(client: RegistryClient, repo: Reference, manifest: dict[str, An
     if cfg.get("digest") == sha256_digest(default):
         return json.loads(default)
     try:
-        doc = json.loads(client.get_blob(repo, cfg["digest"]))
-    except (KeyError, ValueError, StorageError):
+        doc = load_json(client.get_blob(repo, cfg["digest"]))
+    except (KeyError, TypeError, ValueError, StorageError):
         log.warning("config of %s is unreadable; rebuilding it from the layers", repo.name)
         return None
     return doc if isinstance(doc, dict) else None
@@ -267,14 +272,23 @@ class Written:
     redo: Callable[[], Written] | None = field(default=None, repr=False)
 
 
+#: What a ``build`` callback of :func:`_update_tag` returns: the new document, its media type, and whether
+#: building it sent registry requests after the tag was read (then the tag is re-checked before the PUT).
+_Built = tuple[bytes, str, bool]
+
+
 def _update_tag(client: RegistryClient, repo: Reference, tag: str, *, kinds: tuple[str, ...],
                 contains: Callable[[dict[str, Any]], bool],
-                build: Callable[[dict[str, Any], str], tuple[bytes, str]]) -> Written:
-    """Optimistic read-modify-write of ``repo:tag``: GET, ``build``, re-check, PUT.
+                build: Callable[[dict[str, Any], str], _Built]) -> Written:
+    """Optimistic read-modify-write of ``repo:tag``: GET, ``build``, (re-check,) PUT.
 
     ``kinds`` are the media types an existing manifest may have; ``contains`` says whether a
-    document already holds our item (then nothing is written). The tag is re-checked just
-    before the PUT and the update starts over when it changed; :func:`settle` reads it back.
+    document already holds our item (then nothing is written). The PUT must follow a read of the
+    tag by one round trip at most, so that another writer's update lands in the gap only if it
+    was already on the wire: when ``build`` sent requests (uploads, a config fetch) the tag is
+    re-checked with a HEAD just before the PUT and the update starts over when it changed; when
+    it sent nothing, the GET itself is that fresh read and a HEAD would only cost a round trip.
+    :func:`settle` reads the tag back afterwards either way.
     """
     tag_ref = repo.with_tag(tag)
     with _tag_lock(repo, tag):
@@ -285,16 +299,15 @@ def _update_tag(client: RegistryClient, repo: Reference, tag: str, *, kinds: tup
             if current is not None:
                 raw, media, base_digest = current
                 try:
-                    doc = json.loads(raw)
+                    doc = load_json(raw)
                 except ValueError:
                     raise StorageError(f"{tag_ref}: existing manifest is not JSON") from None
                 if media not in kinds or not isinstance(doc, dict):
                     raise StorageError(f"{tag_ref} is a {media}, not a {' or '.join(kinds)}; not changing it")
             if contains(doc):
                 return Written(repo, tag, str(base_digest), True, contains=contains)
-            raw_new, media = build(doc, media)
-            now = client.head_manifest(tag_ref)
-            if (now[0] if now else None) != base_digest:
+            raw_new, media, sent = build(doc, media)
+            if sent and not _unchanged(client, tag_ref, base_digest):
                 log.debug("%s changed while updating it; retrying", tag_ref)
                 _pause(attempt)
                 continue
@@ -305,26 +318,38 @@ def _update_tag(client: RegistryClient, repo: Reference, tag: str, *, kinds: tup
     raise StorageError(f"{tag_ref}: gave up after {MAX_ATTEMPTS} concurrent updates of the tag")
 
 
+def _unchanged(client: RegistryClient, tag_ref: Reference, base_digest: str | None) -> bool:
+    """Whether ``tag_ref`` still points at ``base_digest`` (None: still absent), by one HEAD."""
+    now = client.head_manifest(tag_ref)
+    return (now[0] if now else None) == base_digest
+
+
 def append_layer(client: RegistryClient, repo: Reference, tag: str, blob: bytes, media_type: str,
                  annotations: dict[str, str]) -> Written:
     """Add one layer to the image manifest at ``repo:tag`` (created if missing).
 
     A layer with the same digest and signature annotation is not added twice
-    (``Written.existed``). The layer blob is uploaded only when the tag lacks it.
+    (``Written.existed``). Tuned for the common case, a tag that does not exist yet (a sweep signs
+    what is unsigned): the layer blob and the config of a one-layer image are uploaded *before* the
+    tag is read, so that a missing tag is followed by the PUT at once, with no re-check (two
+    requests per blob, one GET, one PUT). When the tag exists, the config for the merged layers is
+    uploaded after the read and the tag re-checked; the one-layer config then stays unreferenced
+    (the registry's garbage collection removes it). When the tag already holds our layer, the two
+    uploads cost one request each (the registry holds both blobs: the mount answers ``201``).
     """
     from chainmail._internal.registry import descriptor
 
     layer = {**descriptor(media_type, blob), "annotations": annotations}
     sig = annotations.get(ANN_SIGNATURE, "")
-    uploaded: list[bool] = []
+    client.push_blob(repo, blob, media_type)
+    fresh_config = client.push_blob(repo, ggcr_config([layer["digest"]]), OCI_CONFIG)
 
     def contains(doc: dict[str, Any]) -> bool:
         return _has_layer([x for x in doc.get("layers") or [] if isinstance(x, dict)], layer["digest"], sig)
 
-    def build(doc: dict[str, Any], media: str) -> tuple[bytes, str]:
-        if not uploaded:
-            client.push_blob(repo, blob, media_type)
-            uploaded.append(True)
+    def build(doc: dict[str, Any], media: str) -> _Built:
+        if not doc:
+            return image_manifest(fresh_config, [layer], media_type=media), media, False
         layers = [go_descriptor(x) for x in doc.get("layers") or []]
         base = _base_config(client, repo, doc) if layers else None
         config_bytes = ggcr_config([x["digest"] for x in layers] + [layer["digest"]], base)
@@ -333,7 +358,7 @@ def append_layer(client: RegistryClient, repo: Reference, tag: str, blob: bytes,
         config = client.push_blob(repo, config_bytes, config_type)
         raw = image_manifest(config, [*layers, layer], media_type=media, annotations=doc.get("annotations"),
                              subject=doc.get("subject"))
-        return raw, media
+        return raw, media, True
 
     written = _update_tag(client, repo, tag, kinds=(OCI_MANIFEST, DOCKER_MANIFEST), contains=contains,
                           build=build)
@@ -349,7 +374,7 @@ def update_index(client: RegistryClient, repo: Reference, tag: str, entry: dict[
         manifests = doc.get("manifests") or []
         return any(isinstance(m, dict) and m.get("digest") == entry["digest"] for m in manifests)
 
-    def build(doc: dict[str, Any], media: str) -> tuple[bytes, str]:
+    def build(doc: dict[str, Any], media: str) -> _Built:
         if doc and not isinstance(doc.get("manifests"), list):
             raise StorageError(f"{repo.name}:{tag} is not an OCI image index; cannot use it as the referrers "
                                "fallback tag")
@@ -358,7 +383,7 @@ def update_index(client: RegistryClient, repo: Reference, tag: str, entry: dict[
         out: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
         if doc.get("annotations"):
             out["annotations"] = doc["annotations"]
-        return compact_json(out), OCI_INDEX
+        return compact_json(out), OCI_INDEX, False
 
     written = _update_tag(client, repo, tag, kinds=(OCI_INDEX,), contains=contains, build=build)
     written.redo = lambda: update_index(client, repo, tag, entry)
@@ -369,9 +394,10 @@ def settle(client: RegistryClient, writes: list[Written]) -> list[Written]:
     """Check our tag writes again a moment later; write back anything a concurrent writer dropped.
 
     The registry has no compare-and-swap: a writer in another process that read the tag before
-    our PUT can still overwrite it after. So, once per store, wait a few times the slowest PUT's
-    latency (at least ``SETTLE_MIN``, at most ``SETTLE_MAX`` seconds; time already spent on later
-    writes counts), HEAD each tag (the read-back), and re-add our item where it is gone; repeat
+    our PUT can still overwrite it after. So, once per store, read each tag back (HEAD) a few
+    times the slowest PUT's latency after its own write (at least ``SETTLE_MIN``, at most
+    ``SETTLE_MAX`` seconds; time already spent on later writes counts: the earliest write is
+    checked first, while the later ones' waits run), and re-add our item where it is gone; repeat
     for re-added items, up to ``SETTLE_ROUNDS`` rounds. Returns the final record of every write.
     """
     final = list(writes)
@@ -380,17 +406,17 @@ def settle(client: RegistryClient, writes: list[Written]) -> list[Written]:
         if not pending:
             break
         wait = min(SETTLE_MAX, max(SETTLE_MIN, SETTLE_FACTOR * max(w.latency for _, w in pending)))
-        delay = max(w.at for _, w in pending) + wait - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
         watch: list[tuple[int, Written]] = []
-        for i, w in pending:
+        for i, w in sorted(pending, key=lambda item: item[1].at):
+            delay = w.at + wait - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
             tag_ref = w.repo.with_tag(w.tag)
             head = client.head_manifest(tag_ref)
             if head is not None and head[0] == w.digest:
                 continue
             got = client.get_manifest(tag_ref)
-            if got is not None and w.contains(json.loads(got[0])):
+            if got is not None and w.contains(load_json(got[0])):
                 # someone merged our item into a newer manifest: watch that one for another round
                 final[i] = dataclasses.replace(w, digest=got[2], at=time.monotonic())
             elif w.redo is None:
@@ -509,9 +535,9 @@ def referrer_descriptors(client: RegistryClient, repo: Reference, digest: str,
     if got is None:
         return [], "bundle-fallback-tag"
     try:
-        doc = json.loads(got[0])
+        doc = load_json(got[0])
         manifests = [m for m in doc.get("manifests") or [] if isinstance(m, dict)]
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         return [], "bundle-fallback-tag"
     return [m for m in manifests if m.get("artifactType") == artifact_type], "bundle-fallback-tag"
 
@@ -530,12 +556,17 @@ def push_bundle(client: RegistryClient, image: Reference, bundle: bytes, predica
     bundle_digest = sha256_digest(bundle)
     existing, _layout = referrer_descriptors(client, repo, head[0])
     for desc in existing:
-        got = client.get_manifest(repo.with_digest(str(desc.get("digest"))))
+        digest = desc.get("digest")
+        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            continue
+        got = client.get_manifest(repo.with_digest(digest))
         if got is None:
             continue
         try:
-            layers = json.loads(got[0]).get("layers") or []
+            layers = load_json(got[0]).get("layers") or []
         except (ValueError, AttributeError):
+            continue
+        if not isinstance(layers, list):
             continue
         if any(isinstance(x, dict) and x.get("digest") == bundle_digest for x in layers):
             return got[2], True, None
@@ -613,8 +644,11 @@ class OciBackend(Backend):
         key = f"oci-registry:{namespace}/{account}"
         cached = self.ctx.cache.get(key)
         if cached is None:
-            cached = self._client_with_secrets(namespace, account) or self.ctx.registry
-            self.ctx.cache[key] = cached
+            with _clients_guard:  # one lookup of the account's secrets, however many threads start at once
+                cached = self.ctx.cache.get(key)
+                if cached is None:
+                    cached = self._client_with_secrets(namespace, account) or self.ctx.registry
+                    self.ctx.cache[key] = cached
         return cached
 
     def _client_with_secrets(self, namespace: str, account: str) -> RegistryClient | None:

@@ -8,7 +8,7 @@ For an artifact with short key ``K`` (``taskrun-<uid>``, ``pipelinerun-<uid>`` o
     chains.tekton.dev/cert-K       PEM certificate, or "" (always written, as Chains does)
     chains.tekton.dev/chain-K      PEM chain, or ""
 
-Nothing is written here: the values are queued on the :class:`~chainmail.storage.StoreSession`
+Nothing is written here: the values are queued on the :class:`~chainmail.store_session.StoreSession`
 and :func:`chainmail.annotations.flush` writes them with ``signed`` in one patch per run.
 """
 

@@ -6,13 +6,16 @@ import base64
 import gc
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from chainmail._internal.kube import ConflictError, KubeClient
+from chainmail._internal.http import RetryPolicy
+from chainmail._internal.kube import MAX_RESPONSE_BYTES, ConflictError, KubeClient
 from chainmail.errors import ClusterAuthError, ClusterError, ConfigError, NotFoundError
+from doubles.hostile import HostileServer, flood, redirect, reply, trickle
 from doubles.kube import completed_taskrun
 
 # ------------------------------------------------------------------ basic calls
@@ -330,3 +333,72 @@ def test_tls_unknown_ca_fails(kube_api_tls, tmp_path, fast_retry):
     client = KubeClient.from_environment(cfg, retry=fast_retry(0.3))
     with pytest.raises(ClusterError, match="cannot reach the Kubernetes API"):
         client.get("taskruns", "default", "x")
+
+
+# ------------------------------------------------------------------ hostile API servers
+
+
+@pytest.fixture
+def evil():
+    server = HostileServer(max_lifetime=60)
+    yield server
+    server.close()
+
+
+def _evil_client(server: HostileServer) -> KubeClient:
+    policy = RetryPolicy(deadline=1.0, attempt_limit=1.0, initial_backoff=0.05, max_backoff=0.1)
+    return KubeClient(server.url, token="attacker-token-value", retry=policy)
+
+
+def test_oversized_api_response_is_a_cluster_error(evil):
+    evil.on("/apis/tekton.dev/v1/namespaces/demo/taskruns/big", flood(MAX_RESPONSE_BYTES + 1))
+    with pytest.raises(ClusterError, match="over the 64 MiB limit") as info:
+        _evil_client(evil).get("taskruns", "demo", "big")
+    assert "attacker-token-value" not in info.value.diagnostics()
+
+
+def test_deeply_nested_api_response_is_a_cluster_error(evil):
+    evil.on("/apis/tekton.dev/v1/namespaces/demo/taskruns/deep", reply(200, b'{"a":' + b"[" * 100_000 + b"]" * 100_000
+                                                                         + b"}"))
+    evil.on("/apis/tekton.dev/v1/namespaces/demo/taskruns/err", reply(500, b"[" * 100_000 + b"]" * 100_000))
+    client = _evil_client(evil)
+    with pytest.raises(ClusterError, match="nested deeper than 128"):
+        client.get("taskruns", "demo", "deep")
+    with pytest.raises(ClusterError, match="HTTP 500"):
+        client.get("taskruns", "demo", "err")
+
+
+def test_trickling_api_response_ends_at_the_deadline(evil):
+    evil.on("/apis/tekton.dev/v1/namespaces/demo/taskruns/slow", trickle(b"{}" * 500, 0.2))
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match="timed out"):
+        _evil_client(evil).get("taskruns", "demo", "slow")
+    assert time.monotonic() - started < 3
+
+
+def test_repeated_continue_token_stops_paging(evil):
+    page = b'{"kind":"TaskRunList","items":[],"metadata":{"continue":"again"}}'
+    evil.on("/apis/tekton.dev/v1/namespaces/demo/taskruns", reply(200, page))
+    with pytest.raises(ClusterError, match="paging without progress"):
+        list(_evil_client(evil).iter_all("taskruns", "demo"))
+
+
+def test_malformed_list_and_secret_are_cluster_errors(evil):
+    evil.on("/apis/tekton.dev/v1/namespaces/demo/taskruns", reply(200, b'{"items":"nope"}'))
+    evil.on("/api/v1/namespaces/demo/secrets/s", reply(200, b'{"data":["x"]}'))
+    client = _evil_client(evil)
+    with pytest.raises(ClusterError, match="malformed list"):
+        client.list("taskruns", "demo")
+    with pytest.raises(ClusterError, match="'data' is not a mapping"):
+        client.get_secret("demo", "s")
+
+
+def test_redirect_to_another_host_gets_no_token(evil):
+    other = HostileServer(max_lifetime=60)
+    try:
+        other.on("/elsewhere", reply(200, b'{"kind":"TaskRun"}'))
+        evil.on("/apis/tekton.dev/v1/namespaces/demo/taskruns/moved", redirect(f"{other.url}/elsewhere"))
+        assert _evil_client(evil).get("taskruns", "demo", "moved") == {"kind": "TaskRun"}
+        assert [s.authorization for s in other.seen] == [""]
+    finally:
+        other.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -147,3 +148,45 @@ def test_children_without_child_references_use_the_uid_label(kube_api, kube):
         kube_api.add(obj)
     got = snapshot.children_of(kube, kube.get("pipelineruns", "default", "release"))
     assert [t["metadata"]["name"] for t in got] == ["release-a", "release-b"]
+
+
+def test_a_labelled_taskrun_is_not_a_child(kube_api, kube, caplog):
+    """The pipelineRunUID label alone (anyone who can create a TaskRun can set it) never makes a child."""
+    pr, children = pipelinerun_with_children("release", tasks=("build",))
+    forged = completed_taskrun("forged", labels={"tekton.dev/pipelineRunUID": pr["metadata"]["uid"],
+                                                 "tekton.dev/pipelineRun": "release"})
+    for obj in (pr, *children, forged):
+        kube_api.add(obj)
+    snap = snapshot.from_cluster(kube, "PipelineRun", "default", "release")
+    assert [t["metadata"]["name"] for t in snap.task_runs] == ["release-build"]
+    # without childReferences: only TaskRuns the PipelineRun controls
+    pr2, children2 = pipelinerun_with_children("other", tasks=("a",))
+    del pr2["status"]["childReferences"]
+    forged2 = completed_taskrun("forged2", labels={"tekton.dev/pipelineRunUID": pr2["metadata"]["uid"]})
+    forged2["metadata"]["ownerReferences"] = [{"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "name": "other",
+                                               "uid": pr2["metadata"]["uid"], "controller": False}]
+    for obj in (pr2, *children2, forged2):
+        kube_api.add(obj)
+    with caplog.at_level(logging.WARNING, "chainmail.snapshot"):
+        got = snapshot.children_of(kube, kube.get("pipelineruns", "default", "other"))
+    assert [t["metadata"]["name"] for t in got] == ["other-a"]
+    assert "forged2 carries its tekton.dev/pipelineRunUID label but is not controlled by it" in caplog.text
+    assert snapshot.is_child(pr2, children2[0]) and not snapshot.is_child(pr2, forged2)
+    other_ns = copy.deepcopy(children2[0])
+    other_ns["metadata"]["namespace"] = "elsewhere"
+    assert not snapshot.is_child(pr2, other_ns)
+
+
+def test_deeply_nested_run_files_are_input_errors(tmp_path):
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
+    with pytest.raises(InputError, match="nested deeper"):
+        snapshot.from_file(deep_json)
+    deep_yaml = tmp_path / "deep.yaml"
+    deep_yaml.write_text("a: " + "[" * 5_000 + "]" * 5_000 + "\n")
+    with pytest.raises(InputError, match="nested deeper"):
+        snapshot.from_file(deep_yaml)
+    shallow_yaml = tmp_path / "ok.yaml"
+    shallow_yaml.write_text("a: " + "[" * 100 + "]" * 100 + "\n")
+    with pytest.raises(InputError, match="kind|metadata|status"):  # parsed; rejected for what it is, not depth
+        snapshot.from_file(shallow_yaml)

@@ -52,6 +52,28 @@ def retarget_source(statement: dict[str, Any], repo: str = ACME, commit: str = C
     return statement
 
 
+RELEASE_KEY = "SHA256:yHmPkfSLBAYYd1fCfqLVYNH+Bo0NtuhBak9kXqPO7Po"
+
+
+def resolved_from(statement: dict[str, Any], repo: str = ACME, commit: str = COMMIT,
+                  revision: str | None = "main") -> dict[str, Any]:
+    """Say the run's Task came from ``repo`` at ``commit`` through the git resolver (``revision``), as the
+    platform records it: v0.2 ``invocation.configSource``, v1.0 ``buildConfigSource`` + the taskRef params."""
+    predicate = statement["predicate"]
+    if "invocation" in predicate:
+        predicate["invocation"]["configSource"] = {"uri": f"git+{repo}.git", "digest": {"sha1": commit},
+                                                   "entryPoint": "tekton/build.yaml"}
+        return statement
+    external = predicate["buildDefinition"]["externalParameters"]
+    external["buildConfigSource"] = {"repository": f"git+{repo}.git", "ref": f"sha1:{commit}",
+                                     "path": "tekton/build.yaml"}
+    params = [{"name": "url", "value": f"{repo}.git"}, {"name": "pathInRepo", "value": "tekton/build.yaml"}]
+    if revision is not None:
+        params.append({"name": "revision", "value": revision})
+    external["runSpec"]["taskRef"] = {"resolver": "git", "params": params}
+    return statement
+
+
 def unpin_first_step_image(statement: dict[str, Any]) -> dict[str, Any]:
     predicate = statement["predicate"]
     if "buildConfig" in predicate:
@@ -100,12 +122,21 @@ def test_chains_run_fixture_passes_a_builder_policy(write_policy, chains_run_ver
     assert len(result.results) == 6
 
 
-@pytest.mark.parametrize("fmt", ["v1", "v2alpha3", "v2alpha4"])
+@pytest.mark.parametrize("fmt", ["v2alpha3", "v2alpha4"])
 def test_built_by_builder_from_main_accepts_genuine_provenance(examples: Path, conformance, standin,
                                                                 fmt: str) -> None:
-    statement = retarget_source(conformance("taskrun-basic", fmt))
-    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [standin("img@sha256:1", statement)])
+    statement = resolved_from(conformance("taskrun-remote-resolver", fmt))
+    item = standin("img@sha256:1", statement, key_id=RELEASE_KEY)
+    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [item])
     assert result.passed, result.to_text()
+
+
+def test_built_by_builder_from_main_fails_closed_on_slsa_v02(examples: Path, conformance, standin) -> None:
+    """SLSA v0.2 records the resolved commit but not the revision the resolver fetched."""
+    statement = resolved_from(conformance("taskrun-remote-resolver", "v1"))
+    item = standin("img@sha256:1", statement, key_id=RELEASE_KEY)
+    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [item])
+    assert [r.rule for r in result.failures] == ["main-branch"]
 
 
 def test_one_policy_accepts_every_conformance_payload(conformance, conformance_cases, standin, write_policy) -> None:
@@ -157,7 +188,7 @@ def test_source_prefers_the_git_input(conformance) -> None:
 
 @pytest.mark.parametrize(("uri", "expected"), [
     ("git+https://github.com/acme/app.git", ACME), ("https://github.com/acme/app/", ACME),
-    ("https://github.com/acme/app", ACME), ("git+ssh://git@github.com/acme/app.git", "ssh://git@github.com/acme/app"),
+    ("https://github.com/acme/app", ACME), ("git+ssh://git@github.com/acme/app.git", ACME),
 ])
 def test_normalize_repository(uri: str, expected: str) -> None:
     assert normalize_repository(uri) == expected
@@ -166,10 +197,15 @@ def test_normalize_repository(uri: str, expected: str) -> None:
 # --------------------------------------------------------------------------- rejections
 
 
-@pytest.mark.parametrize("fmt", ["v1", "v2alpha4"])
-def test_wrong_builder_is_rejected(examples: Path, conformance, standin, fmt: str) -> None:
-    statement = retarget_source(conformance("taskrun-custom-builder", fmt))  # genuine, other builder id
-    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [standin("img@sha256:1", statement)])
+def built_from_main(conformance, standin, fmt: str = "v2alpha4", **kwargs: Any) -> Any:
+    return standin("img@sha256:1", resolved_from(conformance("taskrun-remote-resolver", fmt), **kwargs),
+                   key_id=RELEASE_KEY)
+
+
+def test_wrong_builder_is_rejected(examples: Path, conformance, standin) -> None:
+    item = built_from_main(conformance, standin)
+    item.statement["predicate"]["runDetails"]["builder"]["id"] = "https://example.com/builders/tekton-prod"
+    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [item])
     assert not result.passed
     (builder,) = only(result, "builder")
     assert not builder.passed
@@ -178,30 +214,47 @@ def test_wrong_builder_is_rejected(examples: Path, conformance, standin, fmt: st
     assert [r.rule for r in result.failures] == ["builder"]
 
 
-@pytest.mark.parametrize("fmt", ["v1", "v2alpha3"])
+@pytest.mark.parametrize("fmt", ["v2alpha3", "v2alpha4"])
 def test_wrong_source_repository_is_rejected(examples: Path, conformance, standin, fmt: str) -> None:
-    statement = retarget_source(conformance("taskrun-basic", fmt), repo="https://github.com/evil/app")
-    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [standin("img@sha256:1", statement)])
+    item = built_from_main(conformance, standin, fmt, repo="https://github.com/evil/app")
+    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [item])
     assert [r.rule for r in result.failures] == ["source-repository"]
-    assert result.failures[0].message == "the image must be built from https://github.com/acme/app"
+    assert result.failures[0].message == (
+        "the run's definition must be resolved from https://github.com/acme/app at a pinned commit")
 
 
-def test_definition_source_does_not_count_as_the_built_source(examples: Path, conformance, standin) -> None:
-    statement = conformance("taskrun-four", "v1")  # no CHAINS-GIT: only the Task's refSource
-    statement["predicate"]["invocation"]["configSource"]["uri"] = f"git+{ACME}"
-    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [standin("img@sha256:1", statement)])
-    failed = {r.rule: r.message for r in result.failures}
-    assert "source-repository" not in failed
-    assert failed["source-is-an-input"].startswith("the provenance must record the source it built")
+@pytest.mark.parametrize("fmt", ["v1", "v2alpha3", "v2alpha4"])
+def test_build_controlled_source_and_branch_do_not_count(examples: Path, conformance, standin, fmt: str) -> None:
+    """CHAINS-GIT_URL/COMMIT and a revision param naming acme/app@main are the build's word, not the platform's."""
+    statement = retarget_source(conformance("taskrun-basic", fmt))  # definition: git+https://github.com/test@ab123
+    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"),
+                      [standin("img@sha256:1", statement, key_id=RELEASE_KEY)])
+    assert [r.rule for r in result.failures] == ["source-repository", "main-branch"]
+    inputs = policy_inputs(standin("img@sha256:1", statement))
+    assert inputs["facts"]["build"]["source"]["repository"] == ACME
+    assert inputs["facts"]["build"]["ref"] == "main"
+    assert inputs["facts"]["platform"]["source"]["repository"] == ""
+
+
+def test_unpinned_definition_does_not_count(examples: Path, conformance, standin) -> None:
+    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"),
+                      [built_from_main(conformance, standin, commit="0123456")])
+    assert [r.rule for r in result.failures] == ["source-repository", "main-branch"]
 
 
 def test_wrong_branch_is_rejected(examples: Path, conformance, standin) -> None:
-    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"),
-                      [standin("img@sha256:1", retarget_source(conformance("taskrun-basic", "v1"), branch="dev")),
-                       standin("img@sha256:2", retarget_source(conformance("taskrun-basic", "v2alpha4"), branch=None))])
-    assert [(r.rule, r.artifact) for r in result.failures] == [("main-branch", "img@sha256:1"),
-                                                              ("main-branch", "img@sha256:2")]
-    assert result.failures[0].message.startswith("the image must be built from the main branch")
+    policy = load_policy(examples / "built-by-builder-from-main.yaml")
+    result = evaluate(policy, [built_from_main(conformance, standin, revision="dev"),
+                               built_from_main(conformance, standin, "v2alpha3", revision=None)])
+    assert [r.rule for r in result.failures] == ["main-branch", "main-branch"]
+    assert result.failures[0].message.startswith("the git resolver must have fetched the definition from the main")
+
+
+def test_wrong_signer_is_rejected(examples: Path, conformance, standin) -> None:
+    item = built_from_main(conformance, standin)
+    item.key_id = "SHA256:someone-else"
+    result = evaluate(load_policy(examples / "built-by-builder-from-main.yaml"), [item])
+    assert [r.rule for r in result.failures] == ["signer"]
 
 
 @pytest.mark.parametrize("fmt", ["v1", "v2alpha3", "v2alpha4"])
@@ -287,9 +340,11 @@ def test_dockerfile_override_is_rejected(examples: Path, conformance, standin, f
     result = evaluate(policy, [with_params(DOCKERFILE="./other/Dockerfile")])
     assert [(r.rule, r.message) for r in result.failures] == [
         ("no-dockerfile-override",
-         "the run must not override the Dockerfile path (DOCKERFILE / dockerfile / CONTAINERFILE params)")]
-    result = evaluate(policy, [with_params(dockerfile_path="evil.Dockerfile", CONTEXT="./sub")])
-    assert [r.rule for r in result.failures] == ["no-dockerfile-override", "no-context-override"]
+         "the run must not override the Dockerfile or the build context (params or --file/--context flags)")]
+    for attack in ({"dockerfile_path": "evil.Dockerfile"}, {"CONTEXT": "./sub"},
+                   {"BUILD_EXTRA_ARGS": "--file=evil.Dockerfile"}, {"EXTRA_ARGS": ["--dockerfile", "evil"]},
+                   {"PATH_CONTEXT": "sub"}, {"dockerfile-location": "x/Dockerfile"}):
+        assert [r.rule for r in evaluate(policy, [with_params(**attack)]).failures] == ["no-dockerfile-override"]
 
 
 # --------------------------------------------------------------------------- runtime behaviour
@@ -380,27 +435,31 @@ def test_policy_inputs_for_the_chains_run_fixture(chains_run_verified) -> None:
     repo, _, digest = chains_run_verified.ref.partition("@")
     assert inputs["image"] == {"ref": chains_run_verified.ref, "repository": repo, "digest": digest}
     assert inputs["builder"] == CHAINS_BUILDER
-    assert inputs["params"] == {"IMAGE": "127.0.0.1:5000/demo/app"}
+    assert inputs["facts"]["build"]["params"] == {"IMAGE": "127.0.0.1:5000/demo/app"}
     assert inputs["stepImages"] == [
         "oci://docker.io/library/busybox@sha256:2919d0172f7524b2d8df9e50066a682669e6d170ac0f6a49676d54358fe970b5"]
     assert inputs["startedOn"] == dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC)
-    assert inputs["source"]["origin"] == ""
+    assert inputs["facts"]["build"]["source"]["origin"] == ""
+    assert inputs["facts"]["platform"]["source"]["repository"] == ""
+    assert inputs["facts"]["platform"]["stepImages"] == inputs["stepImages"]
     assert inputs["signer"] == {"keyId": "SHA256:test-key", "cert": "", "identity": "", "issuer": ""}
     assert inputs["now"] == now
-    assert set(inputs) >= {"statement", "predicate", "predicateType", "subject", "builder", "buildType", "source",
-                           "params", "stepImages", "namespace", "serviceAccount", "startedOn", "finishedOn",
+    assert set(inputs) >= {"facts", "statement", "predicate", "predicateType", "subject", "builder", "buildType",
+                           "stepImages", "namespace", "serviceAccount", "startedOn", "finishedOn",
                            "signer", "image", "now"}
+    assert not set(inputs) & {"source", "sources", "params", "materials"}  # build-controlled: only in facts.build
 
 
 def test_namespace_and_service_account(conformance, standin) -> None:
+    """The run's namespace and name come from the signed statement only, never from where it was found."""
     v1 = policy_inputs(standin("ci/build-xyz", conformance("taskrun-basic", "v2alpha3")))
-    assert (v1["namespace"], v1["serviceAccount"], v1["image"]["digest"]) == ("ci", "default", "")
-    assert v1["run"]["name"] == "build-xyz"
+    assert (v1["namespace"], v1["serviceAccount"], v1["image"]["digest"]) == ("", "default", "")
+    assert v1["run"]["name"] == "" and v1["run"]["uid"] == "abhhf-12354-asjsdbjs23-3435353n"
     pr = policy_inputs(standin("x@sha256:1", conformance("pipelinerun-basic", "v1")))
     assert (pr["namespace"], pr["serviceAccount"], pr["run"]["kind"]) == ("", "pipeline", "PipelineRun")
     item = standin("x@sha256:1", conformance("taskrun-basic", "v1"))
-    item.namespace = "tenant-a"  # a Verified that knows its run's namespace
-    assert policy_inputs(item)["run"]["namespace"] == "tenant-a"
+    item.namespace = "tenant-a"  # unsigned metadata a caller attaches is ignored
+    assert policy_inputs(item)["run"]["namespace"] == ""
 
 
 @pytest.mark.parametrize(("ref", "expected"), [
@@ -417,9 +476,10 @@ def test_run_of_ref(ref: str, expected: tuple[str, str, str] | None) -> None:
 def test_run_inputs_from_a_verified_run_reference(chains_run_statement, standin) -> None:
     raw, statement = chains_run_statement
     inputs = policy_inputs(standin("taskrun/demo/build-app", statement, payload=raw))
-    assert inputs["run"] == {"kind": "TaskRun", "name": "build-app", "namespace": "demo", "serviceAccount": "",
-                             "uid": ""}
-    assert inputs["namespace"] == "demo"
+    # SLSA v0.2 records neither namespace nor name: the (unsigned) run reference does not fill them in
+    assert inputs["run"] == {"kind": "TaskRun", "name": "", "namespace": "", "serviceAccount": "", "uid": ""}
+    assert inputs["namespace"] == ""
+    assert inputs["artifact"] == "taskrun/demo/build-app"
     assert inputs["image"] == {"ref": "", "repository": "", "digest": ""}
 
 

@@ -138,19 +138,29 @@ def test_report_run_from_file(fakes: Calls, shared: Path, capsys: pytest.Capture
     assert fakes.log[-1][0] == "verify_run"
 
 
-@pytest.mark.parametrize(("arg", "expected"), [
-    ("taskrun/build-1", [("build-1", None, None, "ci")]),
-    ("pr/release-1", [(None, "release-1", None, "ci")]),
-    ("build-2", [("build-2", None, None, "ci")]),
-    ("missing", [("missing", None, None, "ci"), (None, "missing", None, "ci")]),
+@pytest.mark.parametrize(("arg", "existing", "expected", "code"), [
+    ("taskrun/build-1", [], [("build-1", None, None, "ci")], 0),
+    ("pr/release-1", [], [(None, "release-1", None, "ci")], 0),
+    ("build-2", ["TaskRun"], [("build-2", None, None, "ci")], 0),
+    ("release-2", ["PipelineRun"], [(None, "release-2", None, "ci")], 0),
+    ("missing", [], [], 20),  # NotFoundError: neither kind has it
+    ("both", ["TaskRun", "PipelineRun"], [], 2),  # ambiguous: a usage error
 ])
-def test_report_run_by_name(fakes: Calls, arg: str, expected: list, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_cli(["report", "run", arg, "-n", "ci", "--key", "cosign.pub"])
+def test_report_run_by_name(fakes: Calls, monkeypatch: pytest.MonkeyPatch, arg: str, existing: list[str],
+                            expected: list, code: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kind prefix picks the kind; a bare NAME is looked up as both kinds and must name only one."""
+    lookups: list[tuple[str, str]] = []
+
+    def kinds_named(ctx: Any, namespace: str, name: str) -> list[str]:
+        lookups.append((namespace, name))
+        return existing
+
+    monkeypatch.setattr("chainmail._cli.run_arg.kinds_named", kinds_named)
+    assert run_cli(["report", "run", arg, "-n", "ci", "--key", "cosign.pub"]) == code
     assert [c[1] for c in fakes.log if c[0] == "take_snapshot"] == expected
-    if arg == "missing":
-        assert code == 20  # NotFoundError from the PipelineRun attempt
-    else:
-        assert code == 0
+    assert lookups == ([] if "/" in arg else [("ci", arg)])
+    if code == 2:
+        assert "taskrun/both or pipelinerun/both" in capsys.readouterr().err
 
 
 def test_report_run_needs_exactly_one_source(fakes: Calls, capsys: pytest.CaptureFixture[str]) -> None:

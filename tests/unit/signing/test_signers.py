@@ -54,7 +54,8 @@ def _one_line_without(exc: Error, *secrets: str) -> str:
 
 
 def test_registry() -> None:
-    assert SIGNER_FOR_URI_SCHEME == {"file": FileSigner, "k8s": K8sSigner}
+    assert set(SIGNER_FOR_URI_SCHEME) == {"file", "k8s", "awskms", "hashivault", "gcpkms", "azurekms"}
+    assert (SIGNER_FOR_URI_SCHEME["file"], SIGNER_FOR_URI_SCHEME["k8s"]) == (FileSigner, K8sSigner)
     assert all(issubclass(cls, Signer) and cls.SCHEME == scheme for scheme, cls in SIGNER_FOR_URI_SCHEME.items())
 
 
@@ -283,17 +284,16 @@ def test_public_key_file_is_not_a_signing_key(keys_dir: Path, ctx: Context) -> N
 
 
 @pytest.mark.parametrize("scheme", ["gcpkms", "awskms", "azurekms", "hashivault"])
-def test_kms_schemes_are_config_errors(scheme: str, ctx: Context) -> None:
-    with pytest.raises(ConfigError) as info:
+def test_bad_kms_references_are_key_errors(scheme: str, ctx: Context) -> None:
+    with pytest.raises(KeyMaterialError) as info:
         load_signer(f"{scheme}://projects/p/locations/l/keyRings/r/cryptoKeys/k?token=t0ps3cret", ctx)
-    text = _one_line_without(info.value, "t0ps3cret")
-    assert f"({scheme}://) is not supported by this build yet" in text
-    with pytest.raises(ConfigError, match="not supported by this build yet"):
-        load_public_key(f"{scheme}://k", ctx)
+    assert "key reference" in _one_line_without(info.value, "t0ps3cret")
+    with pytest.raises(KeyMaterialError, match="key reference"):
+        load_public_key(f"{scheme}://", ctx)
 
 
 def test_unknown_scheme(ctx: Context) -> None:
-    with pytest.raises(ConfigError, match=r"unknown signing key scheme 'ftp://'; supported: file://, k8s://"):
+    with pytest.raises(ConfigError, match=r"unknown signing key scheme 'ftp://'; supported: awskms://, azurekms://, file://, gcpkms://"):
         load_signer("ftp://host/key", ctx)
 
 
@@ -415,7 +415,7 @@ def test_signer_for_kms(ctx: Context) -> None:
     with pytest.raises(ConfigError, match="signers.kms.kmsref is empty"):
         signer_for("taskrun", ctx)
     ctx.config = ctx.config.with_values(**{"signers.kms.kmsref": "gcpkms://projects/p/keys/k"})
-    with pytest.raises(ConfigError, match=r"KMS signing \(gcpkms://\) is not supported by this build yet"):
+    with pytest.raises(KeyMaterialError, match=r"'gcpkms://projects/p/keys/k' is not a Google Cloud KMS key reference"):
         signer_for("taskrun", ctx)
 
 
