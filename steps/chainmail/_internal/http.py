@@ -221,23 +221,24 @@ def _adapter() -> Any:
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-    class _Conn(HTTPConnection):
+    class _Noting:
+        """Tell the watchdog which socket the attempt uses, on connect and before each response."""
+
+        sock: Any
+
         def connect(self) -> None:
-            super().connect()
+            super().connect()  # type: ignore[misc]
             _note_socket(self.sock)
 
-        def getresponse(self) -> Any:  # type: ignore[override]
+        def getresponse(self) -> Any:
             _note_socket(self.sock)
-            return super().getresponse()
+            return super().getresponse()  # type: ignore[misc]
 
-    class _TLSConn(HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            _note_socket(self.sock)
+    class _Conn(_Noting, HTTPConnection):
+        pass
 
-        def getresponse(self) -> Any:  # type: ignore[override]
-            _note_socket(self.sock)
-            return super().getresponse()
+    class _TLSConn(_Noting, HTTPSConnection):
+        pass
 
     class _Pool(HTTPConnectionPool):
         ConnectionCls = _Conn

@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from chainmail.errors import ConfigError, KeyMaterialError, SigningError
-from chainmail.signing._kms import Hash, KMSSigner, import_sdk, one_line, shown
+from chainmail.signing._kms import Hash, KMSSigner, import_sdk, one_line, rest_call, shown
 
 if TYPE_CHECKING:
     from chainmail.context import Context
@@ -119,32 +119,11 @@ class AzureKMSSigner(KMSSigner):
         return encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
 
     def _call(self, method: str, path: str, doing: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        from chainmail._internal import http
-        from chainmail._internal.encoding import load_json
-
         headers = {"Authorization": f"Bearer {self._token(doing)}"}
         # chainmail's HTTP layer ignores CA bundles from the environment; use the one azure-identity uses
         verify: str | bool = os.environ.get("REQUESTS_CA_BUNDLE", "").strip() or True
-        try:
-            resp = http.request(method, f"{self._vault}/{path}", params=_API, headers=headers, json=body,
-                                policy=self._ctx.retry, max_bytes=1024 * 1024, verify=verify)
-        except http.TransientError as exc:
-            raise SigningError(f"{doing}: cannot reach Key Vault {self._vault}: {one_line(exc, 200)}") from None
-        except Exception as exc:  # TLS and protocol errors, BadResponseError
-            raise SigningError(f"{doing}: Key Vault {self._vault}: {type(exc).__name__}") from None
-        try:
-            doc = load_json(resp.content)
-        except ValueError:
-            doc = None
-        if resp.status_code >= 400 or not isinstance(doc, dict):
-            error = doc.get("error") if isinstance(doc, dict) else None
-            code = str(error.get("code", "")) if isinstance(error, dict) else ""
-            message = one_line(error.get("message", "no details")) if isinstance(error, dict) else "no details"
-            text = f"{doing}: Key Vault answered HTTP {resp.status_code} {code}: {message}".replace(" :", ":")
-            if resp.status_code in (400, 404):
-                raise KeyMaterialError(text)
-            raise SigningError(text)
-        return doc
+        return rest_call(f"Key Vault {self._vault}", method, f"{self._vault}/{path}", doing, policy=self._ctx.retry,
+                         params=_API, headers=headers, json=body, verify=verify)
 
     def _token(self, doing: str) -> str:
         from azure.core.exceptions import ClientAuthenticationError

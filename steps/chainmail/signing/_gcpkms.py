@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from chainmail.errors import ConfigError, KeyMaterialError, SigningError
-from chainmail.signing._kms import Hash, KMSSigner, import_sdk, one_line, shown
+from chainmail.signing._kms import Hash, KMSSigner, import_sdk, one_line, rest_call, shown
 
 if TYPE_CHECKING:
     from chainmail.context import Context
@@ -115,30 +115,10 @@ class GCPKMSSigner(KMSSigner):
 
     def _call(self, method: str, path: str, doing: str, body: dict[str, Any] | None = None,
               params: dict[str, str] | None = None) -> dict[str, Any]:
-        from chainmail._internal import http
-        from chainmail._internal.encoding import load_json
-
         headers = {"Authorization": f"Bearer {_token(self._credentials, doing)}"}
-        try:
-            resp = http.request(method, f"{self._endpoint}/v1/{path}", headers=headers, json=body, params=params,
-                                policy=self._ctx.retry, max_bytes=1024 * 1024)
-        except http.TransientError as exc:
-            raise SigningError(f"{doing}: cannot reach Cloud KMS at {self._endpoint}: {one_line(exc, 200)}") from None
-        except Exception as exc:  # TLS and protocol errors, BadResponseError
-            raise SigningError(f"{doing}: Cloud KMS at {self._endpoint}: {type(exc).__name__}") from None
-        try:
-            doc = load_json(resp.content)
-        except ValueError:
-            doc = None
-        if resp.status_code >= 400 or not isinstance(doc, dict):
-            error = doc.get("error") if isinstance(doc, dict) else None
-            status = error.get("status", "") if isinstance(error, dict) else ""
-            message = one_line(error.get("message", "no details")) if isinstance(error, dict) else "no details"
-            text = f"{doing}: Cloud KMS answered HTTP {resp.status_code} {status}: {message}".replace(" :", ":")
-            if resp.status_code in (400, 404) or status in ("NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION"):
-                raise KeyMaterialError(text)
-            raise SigningError(text)
-        return doc
+        return rest_call(f"Cloud KMS at {self._endpoint}", method, f"{self._endpoint}/v1/{path}", doing,
+                         policy=self._ctx.retry, key_errors=("NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION"),
+                         headers=headers, json=body, params=params)
 
 
 def _credentials(uri: str) -> Any:

@@ -17,9 +17,9 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from chainmail.errors import ConfigError, SigningError, VerificationError
+from chainmail.errors import ConfigError, KeyMaterialError, SigningError, VerificationError
 from chainmail.signing._signer import Signer
 
 if TYPE_CHECKING:
@@ -130,3 +130,36 @@ def read_secret_file(path: str, key: str) -> str:
     if not text.strip():
         raise ConfigError(f"{key}: {path} is empty")
     return text
+
+
+def rest_call(service: str, method: str, url: str, doing: str, *, policy: Any, key_errors: tuple[str, ...] = (),
+              **kwargs: Any) -> dict[str, Any]:
+    """One JSON call to a KMS REST API (Cloud KMS, Key Vault) through chainmail's HTTP layer.
+
+    Transport failures are :class:`SigningError` (exit 6); an error answer is :class:`KeyMaterialError`
+    (exit 5) for 400/404 or an ``error.status``/``error.code`` in ``key_errors`` (the key reference is
+    wrong), else :class:`SigningError`. Returns the answer's JSON object.
+    """
+    from chainmail._internal import http
+    from chainmail._internal.encoding import load_json
+
+    try:
+        resp = http.request(method, url, policy=policy, max_bytes=1024 * 1024, **kwargs)
+    except http.TransientError as exc:
+        raise SigningError(f"{doing}: cannot reach {service}: {one_line(exc, 200)}") from None
+    except Exception as exc:  # TLS and protocol errors, BadResponseError
+        raise SigningError(f"{doing}: {service}: {type(exc).__name__}") from None
+    try:
+        doc = load_json(resp.content)
+    except ValueError:
+        doc = None
+    if resp.status_code < 400 and isinstance(doc, dict):
+        return doc
+    error = doc.get("error") if isinstance(doc, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = str(error.get("status") or error.get("code") or "")
+    message = one_line(error.get("message", "no details"))
+    text = f"{doing}: {service} answered HTTP {resp.status_code} {code}: {message}".replace(" :", ":")
+    if resp.status_code in (400, 404) or code in key_errors:
+        raise KeyMaterialError(text)
+    raise SigningError(text)

@@ -33,8 +33,8 @@ class Backend(ABC):
         self.session = session
         self.ctx = session.ctx
 
-    @classmethod
-    def preflight(cls, ctx: Context) -> None:  # noqa: B027 - optional hook, most backends need no check
+    @classmethod  # noqa: B027 - an optional hook: most backends need no check
+    def preflight(cls, ctx: Context) -> None:
         """Raise :class:`ConfigError` for settings this backend cannot work with (no network calls)."""
 
     @abstractmethod
