@@ -610,7 +610,7 @@ def secret_docker_configs(secret: Any) -> list[dict[str, Any]]:
         if value is None:
             continue
         try:
-            doc = json.loads(value)
+            doc = load_json(value)
         except (ValueError, TypeError):
             continue
         if isinstance(doc, dict):
