@@ -95,6 +95,7 @@ KEYS: dict[str, KeySpec] = {
     "chainmail.registry.max-blob-bytes": KeySpec("16777216", kind="int"),
     "chainmail.namespace-keys": KeySpec(""),
     "chainmail.sign.verify-images-exist": KeySpec("true", kind="bool"),
+    "chainmail.transparency.trusted-root": KeySpec(""),  # trusted_root.json or log PEM; "": production
 }
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}

@@ -168,3 +168,9 @@ class ImageNotFoundError(Error):
     """A run names an image digest its registry does not hold; nothing of the run is signed."""
 
     exit_code = 22
+
+
+class AnnotationsTooLargeError(StorageError):
+    """``tekton`` storage would push a run's annotations past Kubernetes' 256 KiB limit; nothing was written."""
+
+    exit_code = 23

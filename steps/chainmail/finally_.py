@@ -117,9 +117,10 @@ def sign_provisional(snapshot: RunSnapshot, ctx: Context) -> JobResult:
         result.skipped = reason
         return result
     result.payloads = job.make_payloads(snapshot, ctx, provisional=True)
-    result.signed = job.sign(result.payloads, ctx)
+    result.signed = job.sign(result.payloads, ctx, snapshot=snapshot)
     session = StoreSession(ctx, snapshot)
     try:
+        job.annotate_transparency(result.signed, session, ctx)
         result.stored = store_all(result.signed, session)
     except Error as exc:
         ann.flush(session, signed=False, reason=str(exc), provisional=True)

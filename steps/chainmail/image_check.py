@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from chainmail.errors import ImageNotFoundError, InputError
 
 if TYPE_CHECKING:
+    from chainmail._internal.registry import RegistryClient
     from chainmail.context import Context
     from chainmail.models import Payload
 
@@ -38,14 +39,16 @@ def claimed_images(payloads: Iterable[Payload]) -> list[str]:
     return list(seen)
 
 
-def require_images_exist(payloads: list[Payload], ctx: Context) -> None:
+def require_images_exist(payloads: list[Payload], ctx: Context, *, client: RegistryClient | None = None) -> None:
     """Raise :class:`ImageNotFoundError` naming the first claimed image its registry does not hold.
 
-    Registry errors (unreachable, refused credentials) propagate as they are. Results are cached
-    in ``ctx.cache`` so a sweep HEADs each digest once.
+    ``client`` is the registry client to ask (the one storage will push with, holding the run's pull
+    secrets); default ``ctx.registry``. Registry errors (unreachable, refused credentials) propagate
+    as they are. Results are cached in ``ctx.cache`` so a sweep HEADs each digest once.
     """
     if not ctx.config.bool(CONFIG_KEY):
         return
+    registry = client or ctx.registry
     from chainmail._internal.registry import Reference
 
     for image in claimed_images(payloads):
@@ -59,7 +62,7 @@ def require_images_exist(payloads: list[Payload], ctx: Context) -> None:
                                      "nothing was signed") from None
         if not ref.digest:
             raise ImageNotFoundError(f"the run names image '{image}' without a digest; nothing was signed")
-        found = ctx.registry.head_manifest(ref)
+        found = registry.head_manifest(ref)
         if found is None or found[0] != ref.digest:
             raise ImageNotFoundError(
                 f"image {image} does not exist in its registry; nothing of the run was signed",

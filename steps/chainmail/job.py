@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chainmail._internal import crashpoints
 from chainmail.context import Context
 from chainmail.errors import Error, InputError
 from chainmail.models import Payload, RunSnapshot, SignedPayload, StoredRef
 from chainmail.store_session import StoreSession
+
+if TYPE_CHECKING:
+    from chainmail.transparency import LogKey
 
 log = logging.getLogger("chainmail.job")
 
@@ -68,22 +72,92 @@ def make_payloads(snapshot: RunSnapshot, ctx: Context, formats: list[str] | None
     return create_payloads(snapshot, ctx.config, formats, provisional=provisional)
 
 
-def sign(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
-    """The ``sign`` step: first check every claimed image exists (see :mod:`chainmail.image_check`)."""
-    from chainmail.image_check import require_images_exist
+def upload_wanted(snapshot: RunSnapshot, ctx: Context) -> bool:
+    """Whether this run's signatures go to the transparency log (Chains' rule).
+
+    ``transparency.enabled: true``: always; ``manual``: when the run is annotated
+    ``chains.tekton.dev/transparency-upload: "true"`` and has no ``transparency`` entry yet.
+    """
+    from chainmail import annotations
+
+    mode = ctx.config.transparency()
+    if mode != "manual":
+        return mode == "on"
+    current = annotations.annotations_of(snapshot.run)
+    requested = current.get(annotations.TRANSPARENCY_UPLOAD, "").strip().lower() == "true"
+    return requested and not current.get(annotations.TRANSPARENCY)
+
+
+def sign(payloads: list[Payload], ctx: Context, *, snapshot: RunSnapshot | None = None) -> list[SignedPayload]:
+    """The ``sign`` step: first check every claimed image exists (see :mod:`chainmail.image_check`).
+
+    ``snapshot`` (the run the payloads belong to) decides ``transparency.enabled: manual``;
+    without it, manual mode is refused rather than guessed.
+    """
+    from chainmail.image_check import CONFIG_KEY as IMAGE_CHECK_KEY
+    from chainmail.image_check import claimed_images, require_images_exist
     from chainmail.signing import require_no_transparency, sign_payloads
 
     require_no_transparency(ctx)
-    require_images_exist(payloads, ctx)
-    return sign_payloads(payloads, ctx)
+    client = None
+    if snapshot is not None and ctx.config.bool(IMAGE_CHECK_KEY) and claimed_images(payloads):
+        from chainmail.storage.oci import OciBackend
+
+        # the client storage pushes with: explicit credentials plus the run's service account's pull secrets
+        client = OciBackend(StoreSession(ctx, snapshot)).client()
+    require_images_exist(payloads, ctx, client=client)
+    upload = upload_wanted(snapshot, ctx) if snapshot is not None else None
+    return sign_payloads(payloads, ctx, upload=upload)
 
 
-def configured_keys(signed: list[SignedPayload], ctx: Context) -> dict[str, str | None]:
+class ConfiguredKeys(dict[str, str | None]):
+    """The operator's public key per artifact kind, plus how ``store`` checks transparency log entries.
+
+    :meth:`log_keys` loads the trusted log keys (``chainmail.transparency.trusted-root``);
+    ``require_tlog`` is set for ``transparency.enabled: true``, where every signature comes with its entry.
+    """
+
+    def __init__(self, keys: dict[str, str | None], ctx: Context) -> None:
+        super().__init__(keys)
+        self._ctx = ctx
+        self.require_tlog = ctx.config.transparency() == "on"
+
+    def log_keys(self) -> list[LogKey]:
+        """The transparency log keys entries must verify with (cached in ``ctx.cache``)."""
+        from chainmail.transparency import load_log_keys
+
+        root = self._ctx.config.get("chainmail.transparency.trusted-root").strip() or None
+        cache_key = "log-keys:" + (root or "")
+        cached = self._ctx.cache.get(cache_key)
+        if isinstance(cached, list):
+            return cached
+        keys = load_log_keys(root)
+        self._ctx.cache[cache_key] = keys
+        return keys
+
+
+def configured_keys(signed: list[SignedPayload], ctx: Context) -> ConfiguredKeys:
     """The operator's public key for each artifact kind in ``signed`` (what ``store`` verifies with)."""
     from chainmail.signing import configured_public_key
 
     kinds = dict.fromkeys(s.payload.artifact.kind for s in signed)
-    return {kind: configured_public_key(kind, ctx) for kind in kinds}
+    return ConfiguredKeys({kind: configured_public_key(kind, ctx) for kind in kinds}, ctx)
+
+
+def annotate_transparency(signed: list[SignedPayload], session: StoreSession, ctx: Context) -> None:
+    """Queue ``chains.tekton.dev/transparency`` (``<url>/api/v1/log/entries?logIndex=N``) on each logged run.
+
+    Written with ``signed`` whatever the storage backends, as Chains does; the last entry wins.
+    """
+    from chainmail import annotations
+    from chainmail.transparency import LogEntry, transparency_annotation
+
+    url = ctx.config.get("transparency.url")
+    for item in signed:
+        if item.tlog is not None:
+            entry = LogEntry.from_response(item.tlog)
+            session.annotate(item.payload.artifact.owner,
+                             {annotations.TRANSPARENCY: transparency_annotation(url, entry)})
 
 
 def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, mark: bool = True,
@@ -98,7 +172,12 @@ def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, m
 
     session = StoreSession(ctx, snapshot)
     try:
-        refs = store_all(signed, session, check=check, keys=configured_keys(signed, ctx) if check else None)
+        if check:
+            from chainmail.storage import check_signatures
+
+            check_signatures(signed, configured_keys(signed, ctx))
+        annotate_transparency(signed, session, ctx)
+        refs = store_all(signed, session)
         crashpoints.reached("after-store")
     except Error as exc:
         if mark:
@@ -137,7 +216,7 @@ def sign_run(snapshot: RunSnapshot, ctx: Context, *, formats: list[str] | None =
         crashpoints.reached("after-snapshot")
         result.payloads = make_payloads(snapshot, ctx, formats, provisional=provisional)
         crashpoints.reached("after-format")
-        result.signed = sign(result.payloads, ctx)
+        result.signed = sign(result.payloads, ctx, snapshot=snapshot)
         crashpoints.reached("after-sign")
         session_marked = True
         result.stored = store(result.signed, snapshot, ctx, mark=mark)

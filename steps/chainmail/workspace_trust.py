@@ -9,7 +9,9 @@ Every step in a pod can write the shared workspace, so its files are claims, not
 - ``payloads.json`` must equal, payload for payload, what chainmail formats from that run
   itself (formatting is deterministic); the first differing artifact is named.
 - ``signed.json`` must carry exactly those payloads, and (in :func:`chainmail.storage.check_signatures`)
-  signatures that verify with the operator's key.
+  signatures that verify with the operator's key; a transparency log entry (``tlog``) must verify with
+  the trusted log keys (``chainmail.transparency.trusted-root``) and log exactly that signature, and
+  with ``transparency.enabled: true`` it must be there.
 
 See ``docs/workspace.md`` for the threat model.
 """

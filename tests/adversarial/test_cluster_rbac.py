@@ -9,6 +9,8 @@ carrying one service account's token.
   the finally task's account can read it, and it can sign the run.
 - The watcher's ``chainmail-signer`` can sweep and sign runs in any namespace with exactly the
   grants of ``rbac.yaml``, and reads no Secret outside its own namespace.
+- A namespace that applies ``namespace-credentials.yaml`` lets it push with the run's pull secrets;
+  one that does not gets one warning naming ``chainmail watcher enable`` and DOCKER_CONFIG is used.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ FINALLY_RUN = REPO / "tasks" / "chainmail-finally" / "samples" / "pipelinerun-wi
 BUILD_AND_SIGN = REPO / "pipelines" / "build-and-sign" / "build-and-sign.yaml"
 BUILD_AND_SIGN_RUN = REPO / "pipelines" / "build-and-sign" / "samples" / "build-and-sign-run.yaml"
 WATCHER = REPO / "pipelines" / "chainmail-watcher"
+#: chainmail.image_check HEADs claimed images with DOCKER_CONFIG only, before storage reads the run's pull secrets.
+NO_IMAGE_CHECK = ["--set", "chainmail.sign.verify-images-exist=false"]
 TEKTON_ONLY = ["--set", "artifacts.taskrun.storage=tekton", "--set", "artifacts.pipelinerun.storage=tekton",
                "--set", "artifacts.oci.storage=tekton"]
 
@@ -165,8 +169,8 @@ def _known_gap(denials: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """Denials other than the pull-secret lookup (GET serviceaccounts/NAME), which rbac.yaml does not grant.
 
     The oci backend reads the run's ServiceAccount for imagePullSecrets and falls back to
-    DOCKER_CONFIG when that is forbidden; granting it would need Secret reads in every
-    namespace, which the watcher must not have.
+    DOCKER_CONFIG when that is forbidden; a namespace opts in with namespace-credentials.yaml
+    (``chainmail watcher enable NAMESPACE``), never with cluster-wide Secret reads.
     """
     return {(m, p) for m, p in denials if not (m == "GET" and "/serviceaccounts/" in p)}
 
@@ -191,10 +195,12 @@ def test_watcher_signer_sweeps_every_namespace_with_rbac_yaml(watcher, registry:
     for ref in refs:
         repo, digest = ref.split("/", 1)[1].split("@")
         assert registry.get_manifest(repo, digest.replace(":", "-") + ".sig") is not None, ref
-    # Known gap, left to the grant design: the pull-secret lookup of each run's ServiceAccount is
-    # denied (and the oci backend falls back to DOCKER_CONFIG). Nothing else is.
+    # No namespace opted in (namespace-credentials.yaml): the pull-secret lookup of each run's
+    # ServiceAccount is denied, warned about once per namespace, and DOCKER_CONFIG is used. Nothing else is.
     assert _signer_denials(api) == {("GET", f"/api/v1/namespaces/{ns}/serviceaccounts/default")
                                     for ns in ("team-a", "team-b", "team-c")}
+    for ns in ("team-a", "team-b", "team-c"):
+        assert out.stderr.count(f"chainmail watcher enable {ns}") == 1, out.stderr[-2000:]
     # It read keys only in its own namespace.
     reads = {r.path for r in api.request_log if "/secrets/" in r.path and r.status == 200}
     assert reads and all(p.startswith("/api/v1/namespaces/chainmail/secrets/") for p in reads)
@@ -234,3 +240,117 @@ def test_watcher_signer_cannot_reach_user_keys(watcher, tmp_path):
         assert api.can(user, verb, "taskruns", "team-b", "x" if verb != "list" else None)
     assert api.can(user, "list", "pipelineruns", None)
     assert api.can(user, "get", "configmaps", "chainmail", "chainmail-config")
+
+
+# ------------------------------------------------------- per-namespace opt-in to the run's pull secrets
+
+
+def _pull_secret(ns: str, name: str, config: Path) -> dict[str, Any]:
+    data = {".dockerconfigjson": base64.b64encode(config.read_bytes()).decode()}
+    return {"kind": "Secret", "metadata": {"name": name, "namespace": ns}, "type": "kubernetes.io/dockerconfigjson",
+            "data": data}
+
+
+def _run_as(run: dict[str, Any], account: str) -> dict[str, Any]:
+    run["spec"]["serviceAccountName"] = account
+    return run
+
+
+@pytest.mark.registry
+def test_ungranted_namespaces_warn_once_and_push_with_docker_config(watcher, auth_registry: RegistryServer,
+                                                                    tmp_path: Path):
+    api, kubeconfig, keys = watcher
+    docker = tmp_path / "docker"
+    auth_registry.docker_config(docker)
+    refs = [push_test_image(auth_registry, f"rbac/ungranted-{i}", f"rbac-ungranted-{i}") for i in range(3)]
+    api.add(_image_run("build-1", "team-a", refs[0]))
+    api.add(_image_run("build-2", "team-a", refs[1]))
+    api.add(_image_run("build-3", "team-b", refs[2]))
+    out = chainmail(["sweep", "-A", "--kubeconfig", str(kubeconfig), "--key", "k8s://chainmail/signing-secrets",
+                     "--configmap", "chainmail/chainmail-config", "--namespace-keys", str(keys), "-o", "json"],
+                    env={"DOCKER_CONFIG": str(docker)}, timeout=120)
+    assert out.code == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["signed"] == 3
+    for ref in refs:
+        repo, digest = ref.split("/", 1)[1].split("@")
+        assert auth_registry.get_manifest(repo, digest.replace(":", "-") + ".sig") is not None, ref
+    warnings = [line for line in out.stderr.splitlines() if "chainmail watcher enable" in line]
+    assert len(warnings) == 2, out.stderr[-2000:]  # one per namespace, not one per run
+    assert sum("chainmail watcher enable team-a" in w for w in warnings) == 1
+    assert sum("chainmail watcher enable team-b" in w for w in warnings) == 1
+    assert "Traceback" not in out.stderr and auth_registry.auth[1] not in out.stdout + out.stderr
+
+
+@pytest.mark.registry
+def test_granted_namespace_pushes_with_the_run_accounts_pull_secret(watcher, auth_registry: RegistryServer,
+                                                                   tmp_path: Path):
+    api, kubeconfig, keys = watcher
+    assert api.load_rbac(WATCHER / "opt-in" / "namespace-credentials.yaml", namespace="team-a") == [
+        "ClusterRole/chainmail-run-credentials", "RoleBinding/chainmail-run-credentials"]
+    enabled = chainmail(["watcher", "enable", "team-a", "-o", "json"])
+    assert enabled.code == 0, enabled.stderr
+    binding = json.loads(enabled.stdout)
+    # The CLI prints the same RoleBinding as the shipped template, in the namespace asked for.
+    template = [d for d in yaml.safe_load_all((WATCHER / "opt-in" / "namespace-credentials.yaml").read_text())
+                if d["kind"] == "RoleBinding"][0]
+    assert binding["metadata"]["namespace"] == "team-a"
+    assert {k: binding[k] for k in ("roleRef", "subjects")} == {k: template[k] for k in ("roleRef", "subjects")}
+
+    login = auth_registry.docker_config(tmp_path / "team-a-login")
+    api.add({"kind": "ServiceAccount", "metadata": {"name": "builder", "namespace": "team-a"},
+             "imagePullSecrets": [{"name": "regcred"}]})
+    api.add(_pull_secret("team-a", "regcred", login))
+    api.add(_pull_secret("team-b", "regcred", login))  # not granted: must stay unread
+    ref = push_test_image(auth_registry, "rbac/granted", "rbac-granted")
+    api.add(_run_as(_image_run("build-granted", "team-a", ref), "builder"))
+    empty = tmp_path / "no-docker-config"
+    empty.mkdir()
+    # the image check before signing asks the registry with the same pull secret (no DOCKER_CONFIG at all)
+    out = chainmail(["run", "--taskrun", "build-granted", "-n", "team-a", "--kubeconfig", str(kubeconfig),
+                     "--key", "k8s://chainmail/signing-secrets", "--configmap", "chainmail/chainmail-config"],
+                    env={"DOCKER_CONFIG": str(empty)}, timeout=120)
+    assert out.code == 0, out.stderr[-2000:]
+    repo, digest = ref.split("/", 1)[1].split("@")
+    assert auth_registry.get_manifest(repo, digest.replace(":", "-") + ".sig") is not None
+    assert "chainmail watcher enable" not in out.stderr
+    assert _signer_denials(api) == set()
+    reads = {r.path for r in api.request_log if "/secrets/" in r.path and r.status == 200}
+    assert "/api/v1/namespaces/team-a/secrets/regcred" in reads
+    assert all(p.startswith(("/api/v1/namespaces/chainmail/secrets/", "/api/v1/namespaces/team-a/secrets/"))
+               for p in reads), reads
+    user = "system:serviceaccount:chainmail:chainmail-signer"
+    assert api.can(user, "get", "secrets", "team-a", "regcred")
+    assert not api.can(user, "get", "secrets", "team-b", "regcred")
+    assert not api.can(user, "list", "secrets", "team-a")
+
+
+@pytest.mark.registry
+def test_ungranted_namespace_refused_push_says_so(watcher, auth_registry: RegistryServer, tmp_path: Path):
+    api, kubeconfig, _ = watcher
+    ref = push_test_image(auth_registry, "rbac/refused", "rbac-refused")
+    api.add(_image_run("build-refused", "team-b", ref))
+    empty = tmp_path / "no-docker-config"
+    empty.mkdir()
+    out = chainmail(["run", "--taskrun", "build-refused", "-n", "team-b", "--kubeconfig", str(kubeconfig),
+                     "--key", "k8s://chainmail/signing-secrets", "--configmap", "chainmail/chainmail-config",
+                     *NO_IMAGE_CHECK], env={"DOCKER_CONFIG": str(empty)}, timeout=120)
+    assert_rejected(out, 17, mentions="denied", secrets=(auth_registry.auth[1],))
+    # One warning names the missing grant and its fix; the error (and so the run's reason) says it again.
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("namespace team-b has not granted")]
+    assert len(warnings) == 1 and "chainmail watcher enable team-b" in warnings[0], out.stderr[-2000:]
+    (error,) = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert "has not granted its registry credentials" in error and "chainmail watcher enable team-b" in error
+    reason = api.get("taskruns", "team-b", "build-refused")["metadata"]["annotations"].get(
+        "chainmail.dev/failure-reason", "")
+    assert "chainmail watcher enable team-b" in reason, reason
+    assert api.signed_writes() == {}
+
+
+def test_watcher_enable_prints_yaml_and_refuses_bad_names():
+    out = chainmail(["watcher", "enable", "team-c"])
+    assert out.code == 0, out.stderr
+    (doc,) = yaml.safe_load_all(out.stdout)
+    assert doc["kind"] == "RoleBinding" and doc["metadata"]["namespace"] == "team-c"
+    assert doc["roleRef"]["name"] == "chainmail-run-credentials"
+    assert_rejected(chainmail(["watcher", "enable", "Team_C"]), 4, mentions="Team_C")
+    assert_rejected(chainmail(["watcher", "enable", "team-c", "-o", "xml"]), 4, mentions="xml")

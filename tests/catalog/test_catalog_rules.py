@@ -24,6 +24,7 @@ from catalog_support import (
     SEMVER,
     UPPER_SNAKE,
     Doc,
+    all_docs,
     catalog,
     catalog_image,
     package_docs,
@@ -160,10 +161,36 @@ def test_steps_run_as_non_root(where: str, spec: dict[str, Any], is_sa: bool) ->
         if "ref" in step:
             continue
         sc = step.get("securityContext") or {}
-        assert sc.get("runAsNonRoot") is True and sc.get("runAsUser") == 65532, f"{where}: {step.get('name')}"
+        assert sc.get("runAsNonRoot") is True, f"{where}: {step.get('name')}"
         if step.get("image", "").startswith("$(params.CHAINMAIL_IMAGE"):
             assert sc.get("allowPrivilegeEscalation") is False, where
             assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+
+
+FIXED_IDS = {"runAsUser", "runAsGroup", "fsGroup"}
+
+
+def _security_contexts(obj: Any, path: str = "") -> Any:
+    """Yield (path, securityContext) for every securityContext nested anywhere in obj."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "securityContext" and isinstance(value, dict):
+                yield f"{path}.{key}", value
+            yield from _security_contexts(value, f"{path}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from _security_contexts(value, f"{path}[{i}]")
+
+
+def test_no_fixed_ids_so_openshift_restricted_scc_admits_us() -> None:
+    """OpenShift's restricted-v2 SCC assigns UIDs/GIDs from the namespace's range and refuses fixed ones."""
+    contexts = [(f"{d.rel}#{d.index}{p}", sc) for d in all_docs() for p, sc in _security_contexts(d.obj)]
+    assert len(contexts) >= 10
+    fixed = [(where, sorted(FIXED_IDS & set(sc))) for where, sc in contexts if FIXED_IDS & set(sc)]
+    assert not fixed
+    for where, sc in contexts:
+        if ".containers[" not in where:  # a Pod's containers inherit the pod-level runAsNonRoot
+            assert sc.get("runAsNonRoot") is True, where
 
 
 _SHELL_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - cel-python comes with the test extra
 needs_cel = pytest.mark.skipif(celpy is None, reason="cel-python (extra 'policy') evaluates the Triggers CEL filters")
 
 WATCHER = PIPELINES / "chainmail-watcher"
-DOCS: list[Doc] = [d for p in sorted(WATCHER.glob("*.yaml")) for d in load_docs(p)]
+DOCS: list[Doc] = [d for p in sorted([*WATCHER.glob("*.yaml"), *WATCHER.glob("opt-in/*.yaml")]) for d in load_docs(p)]
 NAMESPACE = "chainmail"
 EL_NAME = "chainmail-watcher"
 
@@ -31,13 +31,29 @@ def by_kind(kind: str) -> dict[str, dict[str, Any]]:
     return {d.obj["metadata"]["name"]: d.obj for d in DOCS if d.kind == kind}
 
 
+GRANT = "namespace-credentials.yaml"  # opt-in/: the per-namespace grant, applied with `-n NAMESPACE`
+
+
 def test_everything_lives_in_the_watcher_namespace() -> None:
     for doc in DOCS:
-        if doc.kind in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if doc.kind in ("Namespace", "ClusterRole", "ClusterRoleBinding") or doc.path.name == GRANT:
             assert "namespace" not in doc.obj["metadata"]
         else:
             assert doc.obj["metadata"].get("namespace") == NAMESPACE, doc.where
     assert list(by_kind("Namespace")) == [NAMESPACE]
+
+
+def test_namespace_credentials_grant_is_get_only_and_bound_per_namespace() -> None:
+    docs = {d.kind: d.obj for d in DOCS if d.path.name == GRANT}
+    assert set(docs) == {"ClusterRole", "RoleBinding"}
+    assert docs["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["serviceaccounts", "secrets"],
+                                             "verbs": ["get"]}]
+    binding = docs["RoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": docs["ClusterRole"]["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "chainmail-signer", "namespace": NAMESPACE}]
+    assert not [d for d in DOCS if d.kind == "ClusterRoleBinding"
+                and d.obj["roleRef"]["name"] == docs["ClusterRole"]["metadata"]["name"]]
 
 
 # ------------------------------------------------------------------------------------- wiring
@@ -103,7 +119,7 @@ def test_signing_pipelinerun_matches_the_pipeline() -> None:
     assert bound["namespace-keys"]["configMap"]["name"] in by_kind("ConfigMap")
     assert pr["spec"]["taskRunTemplate"]["serviceAccountName"] == "chainmail-signer"
     security = pr["spec"]["taskRunTemplate"]["podTemplate"]["securityContext"]
-    assert security["runAsNonRoot"] is True and security["fsGroup"] == 65532
+    assert security["runAsNonRoot"] is True and not {"runAsUser", "runAsGroup", "fsGroup"} & set(security)
 
 
 def test_pipeline_checks_the_run_before_it_sweeps() -> None:
@@ -263,10 +279,14 @@ def test_signer_cluster_role_is_least_privilege() -> None:
 
 
 def test_no_cluster_wide_secret_access() -> None:
+    """A ClusterRole may name Secrets only if nothing binds it cluster-wide (RoleBindings scope it)."""
+    bound = {b["roleRef"]["name"] for b in by_kind("ClusterRoleBinding").values()}
+    assert "chainmail-run-credentials" not in bound and "chainmail-signer" in bound
     for name, role in by_kind("ClusterRole").items():
         for rule in role["rules"]:
-            assert "secrets" not in rule.get("resources", []) and "*" not in rule.get("resources", []), name
-            assert "*" not in rule["verbs"], name
+            assert "*" not in rule.get("resources", []) and "*" not in rule["verbs"], name
+            if name in bound:
+                assert "secrets" not in rule.get("resources", []), name
 
 
 def test_secrets_readable_only_by_name_in_the_watcher_namespace() -> None:
@@ -304,7 +324,8 @@ def test_cronjob_sweeps_everything_and_retries() -> None:
     assert spec["concurrencyPolicy"] == "Forbid"
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "chainmail-signer" and pod["restartPolicy"] == "Never"
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True and not {"runAsUser", "runAsGroup", "fsGroup"} & set(security)
     (container,) = pod["containers"]
     assert container["image"] == catalog_image()
     assert container["command"] == ["chainmail"]

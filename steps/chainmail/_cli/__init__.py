@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from chainmail._cli import catalog, demo, keys, nodepolicy, report, steps, sweep, tlog, verify
+from chainmail._cli import catalog, demo, keys, nodepolicy, report, steps, sweep, tlog, verify, watcher
 from chainmail._cli import config as config_cli
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ demo.register(app)
 app.add_typer(config_cli.app, name="config")
 app.add_typer(nodepolicy.app, name="policy")
 app.add_typer(tlog.app, name="tlog")
+app.add_typer(watcher.app, name="watcher")
 
 
 def _exit_on_error(callback: Callable[..., Any]) -> Callable[..., Any]:

@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
         ws = Workspace(workspace)
         ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, key=key, docker_config=docker_config)
         snap = trusted_snapshot(ws, ctx, trust_file=trust_file_snapshot)
-        signed = sign(verified_payloads(ws, ctx, snap), ctx)
+        signed = sign(verified_payloads(ws, ctx, snap), ctx, snapshot=snap)
         path = ws.write_signed(signed)
         typer.echo(f"{len(signed)} signature(s) written to {path}", err=True)
 

@@ -225,6 +225,9 @@ def run_cmd(
                                                    help="A run JSON/YAML with Chains' annotations.")] = None,
     file_store: Annotated[Path | None, typer.Option("--file-store",
                                                     help="Verify a 'file' backend directory.")] = None,
+    source: Annotated[str, typer.Option(
+        "--from", help="Where the run's signatures are: annotations, gcs (storage.gcs.bucket), or auto: gcs "
+                       "when artifacts.<kind>.storage has gcs and not tekton.")] = "auto",
     policy: PolicyOpt = None,
     output: OutputOpt = "text",
     kubeconfig: KubeconfigOpt = None,
@@ -240,6 +243,10 @@ def run_cmd(
     if len(chosen) != 1:
         raise InputError("name exactly one of: a RUN (taskrun/NAME or pipelinerun/NAME, with -n), "
                          "--from-file FILE or --file-store DIR")
+    if source not in ("auto", "annotations", "gcs"):
+        raise InputError(f"--from '{source}': expected auto, annotations or gcs")
+    if source != "auto" and file_store is not None:
+        raise InputError("--from applies to a RUN or --from-file, not to --file-store")
     rules = _load_policy(policy)
     ctx = _context(config, set_, kubeconfig=kubeconfig)
     if file_store is not None:
@@ -251,11 +258,16 @@ def run_cmd(
     from chainmail import snapshot
     from chainmail._cli.run_arg import snapshot_by_name
     from chainmail.verify import verify_run
+    from chainmail.verify.gcs_store import gcs_reader, stores_runs_in_gcs
 
     if from_file is not None:
         snap = snapshot.from_file(from_file, strict=False)
     else:
         snap = snapshot_by_name(ctx, str(name), namespace, kind)
-    verified = verify_run(snap, key, ctx)
     ref = snap.ref
+    read = None
+    if source == "gcs" or (source == "auto" and stores_runs_in_gcs(ctx, "taskrun" if ref.kind == "TaskRun"
+                                                                    else "pipelinerun")):
+        read = gcs_reader(ctx)
+    verified = verify_run(snap, key, ctx, read)
     _report(f"{ref.kind} {ref.namespace}/{ref.name}", verified, output, rules)

@@ -201,25 +201,46 @@ def configured_public_key(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: C
 
 
 def require_no_transparency(ctx: Context) -> None:
-    """Refuse ``transparency.enabled: true|manual`` until Rekor uploads exist: signing without the
-    log entry the operator asked for would be a silent skip of a security feature."""
-    mode = ctx.config.transparency()
-    if mode != "off":
-        raise ConfigError(
-            f"transparency.enabled is {ctx.config.get('transparency.enabled')!r}, but this build cannot upload "
-            "to a transparency log (Rekor) yet; nothing was signed",
-            hint="set transparency.enabled to false to sign without a log entry",
-        )
+    """Refuse a ``transparency.*`` setting that cannot work before anything is signed.
+
+    ``transparency.enabled: true|manual`` uploads every signature to ``transparency.url``
+    (see :func:`sign_payloads`); a URL that is not http(s) is a :class:`ConfigError`, never a
+    silent skip of the log entry the operator asked for.
+    """
+    from urllib.parse import urlsplit
+
+    if ctx.config.transparency() == "off":
+        return
+    url = ctx.config.get("transparency.url").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"transparency.url {url!r} is not an http(s) URL; nothing was signed",
+                          hint="set transparency.url to the Rekor instance, or transparency.enabled to false")
 
 
-def sign_payloads(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
+def sign_payloads(payloads: list[Payload], ctx: Context, *, upload: bool | None = None) -> list[SignedPayload]:
     """The ``sign`` step: DSSE envelopes for wrapped payloads, raw signatures otherwise.
 
-    Payloads whose kind has signer ``none`` are left out (Chains does not sign them).
+    Payloads whose kind has signer ``none`` are left out (Chains does not sign them). With
+    ``transparency.enabled: true`` (or ``manual`` and ``upload``, the run's
+    ``transparency-upload`` annotation) every signature is logged in ``transparency.url``
+    before anything is returned (hashedrekord for raw signatures, dsse for envelopes), and the
+    verified entry is kept in :attr:`SignedPayload.tlog`. A log failure is a
+    :class:`~chainmail.errors.TransparencyError`: nothing is returned to store.
     """
     from chainmail.signing import dsse
 
     require_no_transparency(ctx)
+    mode = ctx.config.transparency()
+    if mode == "manual" and upload is None:
+        raise ConfigError("transparency.enabled is manual, but the run's annotations are not known here; "
+                          "nothing was signed", hint="sign with chainmail run, or set transparency.enabled")
+    rekor = None
+    if mode == "on" or (mode == "manual" and upload):
+        from chainmail.transparency import client_for
+
+        root = ctx.config.get("chainmail.transparency.trusted-root").strip() or None  # None: production
+        rekor = client_for(ctx, trusted_root=root)
     out: list[SignedPayload] = []
     signers: dict[str, Signer | None] = {}
     for payload in payloads:
@@ -234,6 +255,15 @@ def sign_payloads(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
             signature = dsse.envelope(payload.payload_type, payload.body, signer)
         else:
             signature = signer.sign(payload.body)
+        tlog = None
+        if rekor is not None:
+            from chainmail.transparency import log_envelope, log_signature
+
+            verifier = signer.cert or signer.public_key_pem
+            entry = (log_envelope(rekor, signature, verifier) if payload.wrap
+                     else log_signature(rekor, payload.body, signature, verifier))
+            log.info("logged %s in %s at index %d", payload.artifact.full_key, rekor.url, entry.log_index)
+            tlog = entry.to_json()
         out.append(SignedPayload(
             payload=payload,
             signature=signature,
@@ -242,6 +272,7 @@ def sign_payloads(payloads: list[Payload], ctx: Context) -> list[SignedPayload]:
             signer=signer.uri,
             cert=signer.cert,
             chain=signer.chain,
+            tlog=tlog,
         ))
     return out
 

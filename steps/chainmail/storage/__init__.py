@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from chainmail.context import Context
 from chainmail.errors import ConfigError, Error, StorageError
 from chainmail.models import SignedPayload, StoredRef
 from chainmail.store_session import StoreSession
+
+if TYPE_CHECKING:
+    from chainmail.transparency import LogKey
 
 __all__ = ["UNSUPPORTED", "Backend", "StoreSession", "backend_names", "check_signatures", "store_all"]
 
@@ -97,7 +100,7 @@ def check_signatures(signed: Iterable[SignedPayload], keys: Mapping[str, str | N
                 raise WorkspaceError(f"signed.json holds a signature for {key}, but artifacts.{kind}.signer "
                                      "signs nothing; run sign again")
             expected = str(keys[kind])
-            _require_named_key(item, expected)
+            _require_named_key(item, expected, keys)
         try:
             _verify_one(item, expected)
         except WorkspaceError:
@@ -115,8 +118,13 @@ def _fingerprint(pem: str) -> str:
         return "an unreadable key"
 
 
-def _require_named_key(item: SignedPayload, expected: str) -> None:
-    """The item must claim the configured key (what the backends write as ``.pub``) and no certificate."""
+def _require_named_key(item: SignedPayload, expected: str, keys: Mapping[str, str | None] | None = None) -> None:
+    """The item must claim the configured key (what the backends write as ``.pub``) and no certificate.
+
+    A log entry (``tlog``) is accepted only when ``keys`` carries the trusted log keys
+    (:class:`chainmail.job.ConfiguredKeys`) and the entry verifies with them and logs exactly this
+    signature by ``expected``; with ``transparency.enabled: true`` the entry is required.
+    """
     from chainmail.errors import WorkspaceError
 
     key = item.payload.artifact.full_key
@@ -125,9 +133,40 @@ def _require_named_key(item: SignedPayload, expected: str) -> None:
     if got != want or item.key_id != want:
         raise WorkspaceError(f"signature for {key} was made with key {got}, not the configured signing key "
                              f"{want}; refusing to store it")
-    if item.cert or item.chain or item.tlog is not None:
-        raise WorkspaceError(f"signed payload for {key} carries a certificate or log entry that the configured "
+    if item.cert or item.chain:
+        raise WorkspaceError(f"signed payload for {key} carries a certificate that the configured "
                              "signing key does not make; refusing to store it")
+    from chainmail.job import ConfiguredKeys
+
+    configured = keys if isinstance(keys, ConfiguredKeys) else None
+    if item.tlog is None:
+        if configured is not None and configured.require_tlog:
+            raise WorkspaceError(f"signed payload for {key} has no transparency log entry, but "
+                                 "transparency.enabled is true; run sign again")
+        return
+    if configured is None:
+        raise WorkspaceError(f"signed payload for {key} carries a log entry that cannot be checked here; "
+                             "refusing to store it")
+    _check_tlog(item, expected, configured.log_keys())
+
+
+def _check_tlog(item: SignedPayload, expected: str, log_keys: list[LogKey]) -> None:
+    """``item.tlog`` must verify with ``log_keys`` (SET, proof, UUID) and log this exact signature by ``expected``."""
+    import hashlib
+
+    from chainmail.errors import WorkspaceError
+    from chainmail.transparency import LogEntry, check_envelope_binding, check_signature_binding, verify_entry
+
+    try:
+        entry = LogEntry.from_response(item.tlog)
+        verify_entry(entry, log_keys)
+        if item.payload.wrap:
+            check_envelope_binding(entry, item.signature, expected)
+        else:
+            check_signature_binding(entry, hashlib.sha256(item.payload.body).hexdigest(), item.signature, expected)
+    except Error as exc:
+        raise WorkspaceError(f"signed payload for {item.payload.artifact.full_key}: its transparency log entry "
+                             f"is not to be trusted ({exc}); refusing to store it") from None
 
 
 def _verify_one(item: SignedPayload, public_key: str) -> None:
@@ -175,7 +214,7 @@ def store_all(signed: list[SignedPayload], session: StoreSession, *, check: bool
             last = exc
     if failures:
         err_cls = type(last) if isinstance(last, StorageError) else StorageError
-        err = err_cls("; ".join(failures))
+        err = err_cls("; ".join(failures), hint=getattr(last, "hint", None))
         err.stored = refs  # type: ignore[attr-defined]
         raise err
     return refs

@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chainmail._internal.encoding import b64decode, b64encode, compact_json, load_json, sha256_digest
-from chainmail.errors import Error, StorageError
+from chainmail.errors import Error, RegistryAuthError, StorageError
 from chainmail.models import SIMPLESIGNING_PAYLOAD_TYPE, SignedPayload, StoredRef
 from chainmail.storage import Backend
 
@@ -618,6 +618,28 @@ def secret_docker_configs(secret: Any) -> list[dict[str, Any]]:
     return out
 
 
+#: Namespaces whose service-account lookup was forbidden (warned about once per process).
+_ungranted: set[str] = set()
+_ungranted_guard = threading.Lock()
+
+
+def warn_ungranted(namespace: str, account: str) -> None:
+    """One warning per namespace per process: the run's registry credentials were not granted."""
+    with _ungranted_guard:
+        if namespace in _ungranted:
+            return
+        _ungranted.add(namespace)
+    log.warning("namespace %s has not granted its registry credentials (service account %s is forbidden); "
+                "pushing with DOCKER_CONFIG only; to use the run's pull secrets: chainmail watcher enable %s",
+                namespace, account, namespace)
+
+
+def credentials_not_granted(namespace: str) -> bool:
+    """Whether reading ``namespace``'s service accounts was forbidden in this process."""
+    with _ungranted_guard:
+        return namespace in _ungranted
+
+
 def service_account_of(run: dict[str, Any]) -> str:
     """The run's service account (TaskRun ``spec.serviceAccountName``; PipelineRun ``taskRunTemplate``)."""
     spec = run.get("spec") or {}
@@ -653,10 +675,14 @@ class OciBackend(Backend):
 
     def _client_with_secrets(self, namespace: str, account: str) -> RegistryClient | None:
         from chainmail._internal.registry import RegistryClient, parse_docker_config
+        from chainmail.errors import ClusterAuthError
 
         kube = self.ctx.kube
         try:
             sa = kube.get_service_account(namespace, account)
+        except ClusterAuthError:
+            warn_ungranted(namespace, account)
+            return None
         except Error as exc:
             log.warning("cannot read service account %s/%s for registry credentials: %s", namespace, account,
                         exc)
@@ -667,6 +693,9 @@ class OciBackend(Backend):
         for name in names:
             try:
                 secret = kube.get_secret(namespace, name)
+            except ClusterAuthError:
+                warn_ungranted(namespace, account)
+                continue
             except Error as exc:
                 log.debug("skipping secret %s/%s: %s", namespace, name, exc)
                 continue
@@ -739,7 +768,12 @@ class OciBackend(Backend):
                                                                         f"{after.digest}")
         if failures:
             cls = type(failures[-1]) if isinstance(failures[-1], StorageError) else StorageError
-            err = cls("; ".join(str(e) for e in failures))
+            message = "; ".join(str(e) for e in failures)
+            namespace = self.session.snapshot.ref.namespace
+            if any(isinstance(e, RegistryAuthError) for e in failures) and credentials_not_granted(namespace):
+                message += (f" (namespace {namespace} has not granted its registry credentials to chainmail: "
+                            f"chainmail watcher enable {namespace})")
+            err = cls(message)
             err.stored = refs  # type: ignore[attr-defined]
             raise err
         return refs

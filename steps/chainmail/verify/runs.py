@@ -9,6 +9,8 @@ the PipelineRun's ``status.childReferences`` or controlled by it (an ownerRefere
 ``tekton.dev/pipelineRunUID`` label, which anyone who can create a TaskRun can set.
 
 Every stored signature on the run and its children must verify (chainmail's and Chains' own records).
+They are read from the runs' annotations, or through a :data:`Reader` (the ``gcs`` bucket:
+:mod:`chainmail.verify.gcs_store`), with the same binding rules.
 Outcomes: :class:`InputError` (4) for a run object without ``metadata.uid`` (nothing to bind to);
 :class:`NoMatchingSignatureError` (12) when a stored signature does not verify or is bound to another
 run; :class:`NoSignatureError` (10) when the run has no signature of its own, or is marked
@@ -19,7 +21,9 @@ attestation, a run signed by hand) verifies with a warning saying so.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,13 +114,27 @@ def _snapshot_parts(snapshot_or_obj: RunSnapshot | dict[str, Any]) -> tuple[Any,
     raise InputError("verify run: expected a run object or a snapshot")
 
 
-def _verify_signatures(run: RunObject, keys: list[Key], failures: list[str]) -> list[Verified]:
-    """Every ``signature-<key>`` on ``run``, verified and bound to it (failures appended to ``failures``)."""
+#: One stored signature of a run, not yet verified: (short key, where it was found, the verification).
+Entry = tuple[str, str, Callable[[], Verified]]
+#: Where a run's stored signatures are read from (``None``: its own annotations).
+Reader = Callable[[RunObject, list[Key]], list[Entry]]
+
+
+def _annotation_entries(run: RunObject, keys: list[Key]) -> list[Entry]:
+    """Every ``signature-<key>`` annotation on ``run``."""
+    return [(short, f"{run.ref} {SIGNATURE_PREFIX}{short}",
+             functools.partial(verify_annotation, run.annotations, short, keys, run.ref))
+            for short in signature_keys(run.annotations)]
+
+
+def _verify_signatures(run: RunObject, keys: list[Key], failures: list[str], read: Reader | None = None,
+                       ) -> list[tuple[str, Verified]]:
+    """Every stored signature of ``run``, verified and bound to it (failures appended to ``failures``)."""
     out = []
-    for short in signature_keys(run.annotations):
-        where = f"{run.ref} {SIGNATURE_PREFIX}{short}"
+    entries = read(run, keys) if read is not None else _annotation_entries(run, keys)
+    for short, where, check in entries:
         try:
-            item = verify_annotation(run.annotations, short, keys, run.ref)
+            item = check()
             signed = check_run_binding(short, run.kind, run.uid, item, run.started, run.finished)
             if signed is not None:
                 for field, claimed in (("namespace", run.namespace), ("name", run.name)):
@@ -124,11 +142,12 @@ def _verify_signatures(run: RunObject, keys: list[Key], failures: list[str]) -> 
                     if recorded and recorded != claimed:
                         raise VerificationError(f"the statement names {field} {recorded!r}, not {claimed!r}")
                 item = dataclasses.replace(item, signed_run=signed)
-            out.append(item)
+            out.append((short, item))
         except (VerificationError, Error) as exc:
             failures.append(f"{where}: {exc}")
         except MALFORMED as exc:
-            failures.append(f"{where}: malformed annotation ({type(exc).__name__})")
+            what = "annotation" if read is None else "stored object"
+            failures.append(f"{where}: malformed {what} ({type(exc).__name__})")
     return out
 
 
@@ -168,28 +187,31 @@ def _note_unmarked(run: RunObject) -> None:
 
 
 def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[str], ctx: Context,
-               ) -> list[Verified]:
+               read: Reader | None = None) -> list[Verified]:
     """Verify a run by its own attestation and report its children (see the module docstring).
 
-    Returns the run's verified payloads first, then each child's. Raises :class:`InputError` (no uid),
+    ``read`` lists each run's stored signatures when they are not its annotations (the ``gcs`` bucket,
+    :func:`chainmail.verify.gcs_store.gcs_reader`); the binding rules are the same. Returns the run's
+    verified payloads first, then each child's. Raises :class:`InputError` (no uid),
     :class:`NoMatchingSignatureError` or :class:`NoSignatureError`.
     """
     keys = load_keys(public_keys, ctx)
     main_obj, candidates = _snapshot_parts(snapshot_or_obj)
     main = run_object(main_obj)
     failures: list[str] = []
-    verified = _verify_signatures(main, keys, failures)
-    own = [v for v in verified if v.location == SIGNATURE_PREFIX + main.own_key]
+    found = _verify_signatures(main, keys, failures, read)
+    own = [v for short, v in found if short == main.own_key]
+    verified = [v for _, v in found]
     children = _children(main, candidates, failures) if main.kind == "PipelineRun" else []
     for child in children:
-        items = _verify_signatures(child, keys, failures)
-        for item in items:
+        items = _verify_signatures(child, keys, failures, read)
+        for _, item in items:
             parent = item.signed_run.parent_uid if item.signed_run is not None else ""
             if parent and parent != main.uid:
                 failures.append(f"{child.ref}: its statement names PipelineRun uid {parent}, not {main.uid}")
-        if not any(item.location == SIGNATURE_PREFIX + child.own_key for item in items):
+        if not any(short == child.own_key for short, _ in items):
             log.warning("%s (child of %s) has no signature of its own", child.ref, main.ref)
-        verified += items
+        verified += [v for _, v in items]
     if failures:
         shown = "; ".join(failures[:3]) + (f"; … {len(failures) - 3} more" if len(failures) > 3 else "")
         whose = f"{main.ref} and its children" if children else main.ref
@@ -200,7 +222,7 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
         raise NoSignatureError(f"{main.ref} is not signed: {problem}")
     if not own:
         more = f"; the signatures of its {len(children)} child TaskRun(s) do not stand in for it" if children else ""
-        raise NoSignatureError(f"{main.ref} has no signature of its own (chains.tekton.dev/signature-"
-                               f"{main.own_key}){more}")
+        where = "in the gcs bucket" if read is not None else f"(chains.tekton.dev/signature-{main.own_key})"
+        raise NoSignatureError(f"{main.ref} has no signature of its own {where}{more}")
     _note_unmarked(main)
     return verified
