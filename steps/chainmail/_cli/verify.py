@@ -70,6 +70,11 @@ PolicyOpt = Annotated[
     typer.Option("--policy", help="Policy file (CEL rules) the verified provenance must pass; else exit 14."),
 ]
 ImageRefArg = Annotated[str, typer.Argument(help="Image reference (tag or @sha256: digest).")]
+IgnoreTlogOpt = Annotated[
+    bool,
+    typer.Option("--insecure-ignore-tlog",
+                 help="Accept key-signed signatures that carry no transparency-log entry (as cosign's flag)."),
+]
 TypeOpt = Annotated[
     str | None,
     typer.Option("--type", help="Predicate type: slsaprovenance(02), slsaprovenance1, … or a full URI."),
@@ -169,6 +174,7 @@ def image_cmd(
     certificate_oidc_issuer: IssuerOpt = None,
     certificate_oidc_issuer_regexp: IssuerRegexpOpt = None,
     trusted_root: TrustedRootOpt = "production",
+    insecure_ignore_tlog: IgnoreTlogOpt = False,
     policy: PolicyOpt = None,
     output: OutputOpt = "text",
     docker_config: DockerConfigOpt = None,
@@ -193,6 +199,7 @@ def attestation_cmd(
     certificate_oidc_issuer: IssuerOpt = None,
     certificate_oidc_issuer_regexp: IssuerRegexpOpt = None,
     trusted_root: TrustedRootOpt = "production",
+    insecure_ignore_tlog: IgnoreTlogOpt = False,
     type_: TypeOpt = None,
     policy: PolicyOpt = None,
     output: OutputOpt = "text",
