@@ -121,6 +121,9 @@ def _check(key: str, value: str) -> str:
                 )
     if spec.kind == "bool" and value not in _TRUE | _FALSE:
         raise ConfigError(f"{key}: invalid value '{value}'; expected true or false")
+    if key == "transparency.enabled" and value.strip() in _TRUE - {"true"}:
+        raise ConfigError(f"{key}: '{value.strip()}' is ambiguous: Tekton Chains reads it as off, only 'true' and "
+                          "'manual' upload; write true, manual or false")
     if spec.kind == "int" and not value.lstrip("-").isdigit():
         raise ConfigError(f"{key}: invalid value '{value}'; expected a whole number")
     return value

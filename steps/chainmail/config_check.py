@@ -209,8 +209,6 @@ def _backend_setting(key: str, data: Mapping[str, str]) -> tuple[Status, str]:
 def _transparency(value: str) -> tuple[Status, str]:
     text = value.strip()
     on = text in ("true", "manual")
-    if not on and text in ("1", "t", "T", "TRUE", "True"):
-        return "different", f"Chains treats '{text}' as off (only true/manual turn it on); chainmail treats it as on"
     if not on:
         return "same", "no transparency log entry"
     if not transparency_supported(text):
@@ -231,6 +229,7 @@ def _verdict(key: str, value: str, data: Mapping[str, str]) -> tuple[Status, str
     if error is not None:
         spec = KEYS[key]
         chains = ("Chains ignores a bad boolean silently" if spec.kind == "bool"
+                  else "Chains reads it as off and uploads nothing" if key == "transparency.enabled"
                   else "chainmail-only key" if key.startswith("chainmail.") else "Chains rejects it too")
         return "invalid", f"{error.removeprefix(key + ': ')} ({chains})"
     if key.startswith("chainmail."):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chainmail import signing, storage
-from chainmail.config import KEYS
+from chainmail.config import KEYS, Config
 from chainmail.config_check import check_config
 from chainmail.errors import ConfigError, InputError, NotFoundError
 from clirun import cli
@@ -57,11 +57,14 @@ def test_transparency_follows_the_signing_step(monkeypatch: pytest.MonkeyPatch) 
     assert _status({"transparency.enabled": "true"}, "transparency.enabled") == "same"
 
 
-def test_transparency_one_means_off_in_chains() -> None:
-    verdict = check_config({"transparency.enabled": "1"}).verdicts[0]
-    assert verdict.status in ("different", "not supported")
-    if verdict.status == "different":
-        assert "Chains treats '1' as off" in verdict.note
+@pytest.mark.parametrize("value", ["1", "t", "T", "TRUE", "True"])
+def test_transparency_truthy_spellings_are_refused_not_silently_off(value: str) -> None:
+    """Chains reads these as off; chainmail refuses them so a log upload is never silently skipped."""
+    verdict = check_config({"transparency.enabled": value}).verdicts[0]
+    assert verdict.status == "invalid"
+    assert "Chains reads it as off" in verdict.note
+    with pytest.raises(ConfigError, match="ambiguous"):
+        Config.from_mapping({"transparency.enabled": value})
 
 
 def test_kms_and_keyless_follow_the_signer_registry() -> None:

@@ -42,17 +42,27 @@ def _marks(store: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-@pytest.mark.parametrize("value", ["true", "TRUE", "1"])
-def test_unreachable_log_fails_the_run_and_stores_nothing(value: str, key: str, tmp_path: Path,
+def test_unreachable_log_fails_the_run_and_stores_nothing(key: str, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
-    code, err = _run(key, store, capsys, f"transparency.enabled={value}", f"transparency.url={_closed_port_url()}")
+    code, err = _run(key, store, capsys, "transparency.enabled=true", f"transparency.url={_closed_port_url()}")
     assert code == 7, err
     assert "transparency log" in err and "unreachable" in err and "Traceback" not in err
     assert not list(store.rglob("*.signature")) and not list(store.rglob("*.payload"))
     marks = _marks(store)
     assert marks["chains.tekton.dev/signed"] == "failed"
     assert "transparency log" in marks["chainmail.dev/failure-reason"]
+
+
+@pytest.mark.parametrize("value", ["TRUE", "1"])
+def test_a_truthy_spelling_chains_reads_as_off_is_refused(value: str, key: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Chains uploads nothing for these; chainmail refuses them rather than guess either way."""
+    store = tmp_path / "store"
+    code, err = _run(key, store, capsys, f"transparency.enabled={value}", f"transparency.url={_closed_port_url()}")
+    assert code == 3, err
+    assert "transparency.enabled" in err and "ambiguous" in err and "Traceback" not in err
+    assert not list(store.rglob("*.signature"))
 
 
 def test_a_log_url_that_is_not_http_is_refused_before_signing(key: str, tmp_path: Path,
