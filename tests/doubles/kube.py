@@ -25,8 +25,9 @@ It follows the real API server where chainmail can tell the difference:
   ClusterRoles, RoleBindings and ClusterRoleBindings loaded with :meth:`KubeApiDouble.load_rbac`
   (e.g. the YAML the project ships), service-account tokens from :meth:`KubeApiDouble.sa_token`
   (user ``system:serviceaccount:NS:NAME``, groups ``system:serviceaccounts`` and
-  ``system:serviceaccounts:NS``); only the admin token ``KubeApiDouble.token`` (group
-  ``system:masters``) is allowed everything. Anything not granted is a 403 naming the user,
+  ``system:serviceaccounts:NS``); the admin token ``KubeApiDouble.token`` (group
+  ``system:masters``) is allowed everything. The ``kube_api`` fixture turns this on by default and
+  makes ``token`` the watcher's ``chainmail-signer`` account under the shipped rbac.yaml. Anything not granted is a 403 naming the user,
   verb, resource (with subresource) and namespace, like the real server;
 - there is no ``default`` service account (nor any object) unless a test adds one;
 - every error body is a real ``Status`` object.
@@ -404,6 +405,10 @@ class KubeApiDouble:
                         self.rbac_docs.append(doc)
                 loaded.append(f"{doc['kind']}/{meta.get('name')}")
         return loaded
+
+    def use_admin_token(self) -> None:
+        """Let :attr:`token` act as the cluster admin (``kubectl`` as an administrator, not the signer)."""
+        self.tokens[self.token] = ADMIN_USER
 
     def sa_token(self, namespace: str, name: str) -> str:
         """A bearer token for the ServiceAccount ``namespace/name``, which must exist (as on a real cluster)."""
@@ -1136,10 +1141,18 @@ def pipelinerun_with_children(name: str, namespace: str = "default", *, tasks: t
 # ------------------------------------------------------------------ fixtures
 
 
+WATCHER_RBAC = Path(__file__).resolve().parents[2] / "pipelines" / "chainmail-watcher" / "rbac.yaml"
+WATCHER_SIGNER = "system:serviceaccount:chainmail:chainmail-signer"
+
+
 @pytest.fixture
 def kube_api() -> Iterator[KubeApiDouble]:
-    """A fresh API double on 127.0.0.1 (plain HTTP, bearer token ``kube_api.token``)."""
-    api = KubeApiDouble().start()
+    """A fresh API double on 127.0.0.1 (plain HTTP), as strict as the API server: RBAC enforced, and the
+    bearer token ``kube_api.token`` is the watcher's ``chainmail-signer`` account with exactly what
+    pipelines/chainmail-watcher/rbac.yaml grants it. ``use_admin_token()`` for what an admin does."""
+    api = KubeApiDouble(rbac=True).start()
+    api.load_rbac(WATCHER_RBAC)
+    api.tokens[api.token] = WATCHER_SIGNER
     try:
         yield api
     finally:

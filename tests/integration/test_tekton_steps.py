@@ -46,6 +46,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 FINALLY_TASK = REPO / "tasks" / "chainmail-finally" / "chainmail-finally.yaml"
 FINALLY_SAMPLE = REPO / "tasks" / "chainmail-finally" / "samples" / "pipelinerun-with-finally.yaml"
+FINALLY_RBAC = REPO / "tasks" / "chainmail-finally" / "samples" / "rbac.yaml"
 WATCHER = REPO / "pipelines" / "chainmail-watcher"
 BIN = Path(sys.executable).parent
 WATCHER_NS = "chainmail"
@@ -364,6 +365,15 @@ def verify_run(api: KubeApiDouble, tmp: Path, pub: Path, kind: str, namespace: s
 # ------------------------------------------------------------------ the finally Task
 
 
+def finally_kubeconfig(api: KubeApiDouble, where: Path, ns: str) -> Path:
+    """A kubeconfig for the finally step's pod: the sample's ``pipeline-signer`` account in ``ns``, with
+    exactly the permissions the sample's rbac.yaml grants it."""
+    if api.get("serviceaccounts", ns, "pipeline-signer") is None:
+        api.load_rbac(FINALLY_RBAC, namespace=ns)
+    return api.kubeconfig(where, namespace=ns, token=api.sa_token(ns, "pipeline-signer"),
+                          name=f"kubeconfig-{where.name}-signer")
+
+
 @pytest.mark.parametrize(("config", "atts"), FINALLY_CONFIGS)
 def test_finally_step_signs_the_children_and_a_provisional_pipelinerun(kube_api, registry, tmp_path, key_dir,
                                                                        config, atts):
@@ -373,7 +383,7 @@ def test_finally_step_signs_the_children_and_a_provisional_pipelinerun(kube_api,
     script, env = finally_step({"CHAINS_CONFIG": config}, pr)
     assert env["PARAM_KEY"] == "" and env["WORKSPACE_SIGNING_SECRETS_PATH"] == "", "the default key is used"
 
-    out = finish(start_script(script, {**pod_env(tmp_path, kube_api.kubeconfig(tmp_path, namespace=ns)), **env},
+    out = finish(start_script(script, {**pod_env(tmp_path, finally_kubeconfig(kube_api, tmp_path, ns)), **env},
                               tmp_path, "finally"))
     assert out.rc == 0, out
     assert out.stdout.splitlines() == [f"TaskRun {name}-clone: signed", f"TaskRun {name}-build: signed",
@@ -422,7 +432,13 @@ def test_finally_step_reads_chains_config_from_a_configmap(kube_api, registry, t
                            "artifacts.pipelinerun.storage": "tekton"}})
     pr, image = running_pipelinerun(kube_api, registry, ns, name)
     script, env = finally_step({"CHAINS_CONFIGMAP": "tekton-chains/chains-config"}, pr)
-    out = finish(start_script(script, {**pod_env(tmp_path, kube_api.kubeconfig(tmp_path, namespace=ns)), **env},
+    kubeconfig = finally_kubeconfig(kube_api, tmp_path, ns)
+    denied = finish(start_script(script, {**pod_env(tmp_path, kubeconfig), **env}, tmp_path, "finally"))
+    assert denied.rc == 19 and "cannot get configmaps tekton-chains/chains-config" in denied.stderr, denied
+    grant = (FINALLY_RBAC.parent / "rbac-chains-configmap.yaml").read_text().replace("team-a", ns)
+    for obj in yaml.safe_load_all(grant):
+        kube_api.load_rbac(obj)
+    out = finish(start_script(script, {**pod_env(tmp_path, finally_kubeconfig(kube_api, tmp_path, ns)), **env},
                               tmp_path, "finally"))
     assert out.rc == 0, out
     assert len(layers(registry, image, "sig")) == 1
@@ -453,7 +469,7 @@ def test_finally_step_as_the_sample_pipeline_wires_it(kube_api, auth_registry, t
     pr, image = running_pipelinerun(kube_api, auth_registry, ns, name)
     script, env = finally_step(params, pr, workspaces={"dockerconfig": str(secret_volume)})
     assert env["WORKSPACE_DOCKERCONFIG_PATH"] == str(secret_volume)
-    out = finish(start_script(script, {**pod_env(tmp_path, kube_api.kubeconfig(tmp_path, namespace=ns)), **env},
+    out = finish(start_script(script, {**pod_env(tmp_path, finally_kubeconfig(kube_api, tmp_path, ns)), **env},
                               tmp_path, "finally"))
     assert out.rc == 0, out
     assert out.stdout.splitlines()[-1] == f"PipelineRun {ns}/{name}: provisional"
@@ -479,7 +495,7 @@ def test_two_concurrent_finally_signers_produce_one_signature_set(kube_api, regi
     for i in range(2):
         pod = tmp_path / f"pod-{i}"
         pod.mkdir()
-        envs.append((pod, {**pod_env(pod, kube_api.kubeconfig(pod, namespace=ns)), **env}))
+        envs.append((pod, {**pod_env(pod, finally_kubeconfig(kube_api, pod, ns)), **env}))
     gate = threading.Barrier(2)
     procs: list[subprocess.Popen[str] | None] = [None, None]
 
@@ -532,7 +548,7 @@ def test_finally_step_refuses_another_runs_uid(kube_api, registry, tmp_path, key
     pr, image = running_pipelinerun(kube_api, registry, ns, name)
     impostor = {**pr, "metadata": {**pr["metadata"], "uid": str(uuid.uuid4())}}
     script, env = finally_step({"CHAINS_CONFIG": FINALLY_CONFIG}, impostor)
-    out = finish(start_script(script, {**pod_env(tmp_path, kube_api.kubeconfig(tmp_path, namespace=ns)), **env},
+    out = finish(start_script(script, {**pod_env(tmp_path, finally_kubeconfig(kube_api, tmp_path, ns)), **env},
                               tmp_path, "finally"))
     assert out.rc == InputError.exit_code, out
     assert (f"PipelineRun {ns}/{name} has uid {pr['metadata']['uid']}, not {impostor['metadata']['uid']}: "
@@ -723,7 +739,7 @@ def test_finally_then_the_watcher_signs_the_finished_run_once(kube_api, registry
     script, env = finally_step({"CHAINS_CONFIG": FINALLY_CONFIG}, pr)
     pod = tmp_path / "finally-pod"
     pod.mkdir()
-    out = finish(start_script(script, {**pod_env(pod, kube_api.kubeconfig(pod, namespace=ns)), **env}, pod,
+    out = finish(start_script(script, {**pod_env(pod, finally_kubeconfig(kube_api, pod, ns)), **env}, pod,
                               "finally"))
     assert out.rc == 0, out
     provisional = ann.annotations_of(kube_api.get("pipelineruns", ns, name))

@@ -154,6 +154,7 @@ def test_reads_the_configmap_from_the_cluster(kube_api, tmp_path: Path,  # type:
                                               capsys: pytest.CaptureFixture[str]) -> None:
     kube_api.add({"kind": "ConfigMap", "metadata": {"name": "chains-config", "namespace": "openshift-pipelines"},
                   "data": {"artifacts.taskrun.format": "slsa/v1", "artifacts.oci.storage": "oci"}})
+    kube_api.use_admin_token()  # the admin checks the config before switching
     kubeconfig = str(kube_api.kubeconfig(tmp_path))
     code, out, _ = cli(["config", "check", "--configmap", "openshift-pipelines/chains-config",
                         "--kubeconfig", kubeconfig, "-o", "json"], capsys)

@@ -59,6 +59,7 @@ def openshift(kube_api, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     work = tmp_path / "work"
     work.mkdir()
     (work / "tektonconfig.yaml").write_text(yaml.safe_dump(TEKTONCONFIG))  # oc get tektonconfig config -o yaml
+    kube_api.use_admin_token()  # the doc's commands are an administrator's, run with `oc login` as one
     monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig(tmp_path)))
     monkeypatch.chdir(work)
     return work

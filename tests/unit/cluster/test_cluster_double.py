@@ -75,6 +75,7 @@ def test_resource_version_bumps_only_on_change(kube_api):
 
 
 def test_create_update_delete(kube_api):
+    kube_api.use_admin_token()  # creating Secrets is an admin's job, not the signer's
     base = "/api/v1/namespaces/keys/secrets"
     body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"a": "b"}}
     created = _req(kube_api, "POST", base, body)

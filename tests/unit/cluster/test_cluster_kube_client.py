@@ -94,6 +94,7 @@ def test_patch_does_not_mutate_the_callers_patch(kube_api, kube):
 
 
 def test_secrets_configmaps_serviceaccounts(kube_api, kube):
+    kube_api.use_admin_token()  # `chainmail keys generate k8s://…` is run by an admin
     kube.apply_secret("keys", "signing-secrets", {"cosign.key": b"\x00key", "cosign.password": b"pw"},
                       immutable=False)
     assert kube.get_secret("keys", "signing-secrets") == {"cosign.key": b"\x00key", "cosign.password": b"pw"}
@@ -149,6 +150,7 @@ def test_forbidden_names_verb_and_resource(kube_api, kube):
 
 
 def test_conflict_on_create_then_update(kube_api, kube):
+    kube_api.use_admin_token()  # `chainmail keys generate k8s://…` is run by an admin
     kube_api.add({"kind": "Secret", "metadata": {"name": "s", "namespace": "default"}, "data": {}})
     kube.apply_secret("default", "s", {"a": b"b"}, immutable=False)
     assert kube.get_secret("default", "s") == {"a": b"b"}

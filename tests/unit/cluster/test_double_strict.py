@@ -122,6 +122,7 @@ def test_subresources_need_their_own_grant(api):
 
 
 def test_status_is_a_subresource(kube_api):
+    kube_api.use_admin_token()  # creates a TaskRun, as a user (not the signer) does
     tr = kube_api.add(completed_taskrun("build"))
     path = TR.format(ns="default") + "/build"
     forged = {"status": {"results": [{"name": "IMAGE_DIGEST", "type": "string", "value": "sha256:" + "0" * 64}]},
