@@ -100,13 +100,35 @@ def check_signatures(signed: Iterable[SignedPayload], keys: Mapping[str, str | N
                 raise WorkspaceError(f"signed.json holds a signature for {key}, but artifacts.{kind}.signer "
                                      "signs nothing; run sign again")
             expected = str(keys[kind])
-            _require_named_key(item, expected, keys)
+            trust = keys[kind]
+            if _is_keyless(trust):
+                expected = _keyless_key(item, trust, keys)
+            else:
+                _require_named_key(item, expected, keys)
         try:
             _verify_one(item, expected)
         except WorkspaceError:
             raise
         except Error as exc:
             raise WorkspaceError(f"signature for {key} does not verify over its payload ({exc})") from None
+
+
+def _is_keyless(trust: object) -> bool:
+    from chainmail.signing.keyless_trust import KeylessTrust
+
+    return isinstance(trust, KeylessTrust)
+
+
+def _keyless_key(item: SignedPayload, trust: object, keys: Mapping[str, str | None]) -> str:
+    """A keyless item's certificate key, once its certificate and log entry are checked (keyless_trust)."""
+    from chainmail.errors import WorkspaceError
+    from chainmail.job import ConfiguredKeys
+    from chainmail.signing.keyless_trust import KeylessTrust, check_keyless
+
+    if not isinstance(keys, ConfiguredKeys) or not isinstance(trust, KeylessTrust):
+        raise WorkspaceError(f"signed payload for {item.payload.artifact.full_key} is keyless, but no "
+                             "transparency log keys are configured to check it; refusing to store it")
+    return check_keyless(item, trust, keys.log_keys())
 
 
 def _fingerprint(pem: str) -> str:
