@@ -304,3 +304,64 @@ def test_sigstore_python_accepts_keyless_bundles_and_rejects_tampered(bundled: t
             with pytest.raises((SigstoreError, ValueError)):
                 verifier.verify_dsse(Bundle.from_json(json.dumps(doc)), Identity(identity=IDENTITY, issuer=ISSUER))
                 pytest.fail(f"sigstore-python accepted a bundle with {name}")
+
+
+# -- bad input: one line, its own exit code, the reason on the run, nothing stored ---------------------
+
+def _expired() -> str:
+    return jwt(iat=int(time.time()) - 4000, exp=int(time.time()) - 3400)
+
+
+FAILURES = {
+    # case: (token text or None for no file, extra settings, fault, exit code, words in the one line)
+    "token file missing": (None, {}, None, 30, "does not exist"),
+    "token expired": (_expired, {}, None, 31, "expired"),
+    "wrong audience": (lambda: jwt(aud=["kubernetes.default.svc"]), {}, None, 31, "audience 'kubernetes.default.svc'"),
+    "fulcio refuses": (jwt, {}, "status-400", 32, "refused the certificate request: HTTP 400"),
+    "fulcio down": (jwt, {}, "status-500", 33, "kept failing: HTTP 500"),
+    "fulcio unreachable": (jwt, {"signers.x509.fulcio.address": "DEAD"}, None, 33, "is unreachable"),
+    "transparency off": (None, {"transparency.enabled": "false"}, None, 3, "needs a transparency log entry"),
+    "unsupported provider": (jwt, {"signers.x509.fulcio.provider": "github-actions",
+                                   "signers.x509.identity.token.file": ""}, None, 3, "'github-actions' is not supported"),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_keyless_failures(case: str, sigstore_stack: Stack, registry: RegistryServer, dead_registry_host: str,
+                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_token, extra, fault, exit_code, words = FAILURES[case]
+    token = tmp_path / "oidc-token"
+    secret = make_token() if make_token else ""
+    if make_token:
+        token.write_text(secret)
+    extra = {k: (f"http://{dead_registry_host}" if v == "DEAD" else v) for k, v in extra.items()}
+    image = push_test_image(registry, "keyless-sign/failing", f"failing-{case}")
+    run = run_for(image)
+    run_file, store = tmp_path / "run.json", tmp_path / "store"
+    run_file.write_text(json.dumps(run))
+    if fault:
+        sigstore_stack.fault(fault)
+    try:
+        code, out, err = cli(["run", "--from-file", str(run_file),
+                              *keyless_sets(sigstore_stack, token, **{
+                                  "artifacts.taskrun.storage": "file,oci", "artifacts.oci.storage": "oci",
+                                  "chainmail.storage.file.directory": str(store), **extra})], capsys)
+    finally:
+        if fault:
+            sigstore_stack.fault(None)
+    assert code == exit_code, err
+    line = one_error_line(err)
+    assert words in line, line
+    marks = json.loads((store / f"taskrun-{run['metadata']['namespace']}-{run['metadata']['name']}" /
+                        "annotations.json").read_text())
+    assert marks[A + "signed"] == "failed" and marks[A + "retries"] == "1"
+    assert words in marks["chainmail.dev/failure-reason"] or words[:40] in marks["chainmail.dev/failure-reason"]
+    # nothing half-stored: no signature file, no .sig/.att tag, no payload annotation
+    assert not list(store.rglob("*.signature"))
+    assert not any(k.startswith((A + "payload-", A + "cert-")) for k in marks)
+    repo, digest = image.split("@")
+    for suffix in ("sig", "att"):
+        assert registry.get_manifest(repo.split("/", 1)[1], digest.replace(":", "-") + f".{suffix}") is None
+    if secret:  # the token never shows
+        payload_part = secret.split(".")[1]
+        assert payload_part not in err + out and payload_part not in json.dumps(marks)

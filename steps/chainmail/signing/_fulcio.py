@@ -35,7 +35,7 @@ from chainmail.errors import (
     IdentityTokenInvalidError,
     SigningError,
 )
-from chainmail.signing._oidc import IdentityToken, identity_token, token_claims
+from chainmail.signing._oidc import IdentityToken, check_provider, identity_token, token_claims
 from chainmail.signing._signer import KeySigner, Signer
 
 if TYPE_CHECKING:
@@ -104,7 +104,9 @@ class FulcioSigner(Signer):
         if rest.strip("/"):
             raise ConfigError(f"signing key '{uri}': keyless URIs take no address",
                               hint="use fulcio:// and set signers.x509.fulcio.address")
-        fulcio_trusted_root(ctx.config)  # a configuration it cannot work with fails before anything is signed
+        # a configuration it cannot work with fails here, before anything is signed
+        fulcio_trusted_root(ctx.config)
+        check_provider(ctx.config)
         return cls(ctx)
 
     def certified(self) -> KeySigner:
