@@ -365,3 +365,50 @@ def test_keyless_failures(case: str, sigstore_stack: Stack, registry: RegistrySe
     if secret:  # the token never shows
         payload_part = secret.split(".")[1]
         assert payload_part not in err + out and payload_part not in json.dumps(marks)
+
+
+# -- separate sign and store steps: store trusts only this workload's logged certificate -----------------
+
+def test_store_step_checks_keyless_signatures(sigstore_stack: Stack, token: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``store`` (another step, reading signed.json) accepts this workload's keyless signatures only."""
+    example = example_dir() / "taskrun.json"
+    common = {"chainmail.sign.verify-images-exist": "false", "artifacts.taskrun.storage": "file",
+              "artifacts.oci.storage": "file"}
+
+    def sign(ws: Path, token_file: Path) -> None:
+        code, _, err = cli(["run", "--from-file", str(example), "--workspace", str(ws),
+                            *keyless_sets(sigstore_stack, token_file, **common,
+                                          **{"chainmail.storage.file.directory": str(tmp_path / "first")})], capsys)
+        assert code == 0, err
+
+    def store(ws: Path, name: str) -> tuple[int, str]:
+        code, _, err = cli(["store", "--workspace", str(ws), "--trust-file-snapshot",
+                            *keyless_sets(sigstore_stack, token, **common,
+                                          **{"chainmail.storage.file.directory": str(tmp_path / name)})], capsys)
+        return code, err
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    sign(ours, token)
+    code, err = store(ours, "genuine")
+    assert code == 0, err
+    assert list((tmp_path / "genuine").rglob("*.cert"))
+
+    other = tmp_path / "other-token"
+    other.write_text(jwt(sub=OTHER, **{"kubernetes.io": {"namespace": "evil", "serviceaccount": {"name": "mallory"}}}))
+    sign(theirs, other)
+    original = (ours / "signed.json").read_text()
+    forged = json.loads(original)
+    forged["signatures"] = json.loads((theirs / "signed.json").read_text())["signatures"]
+    (ours / "signed.json").write_text(json.dumps(forged))
+    code, err = store(ours, "forged")
+    assert code == 16, err
+    assert "not this workload's Fulcio certificate" in one_error_line(err)
+    assert not list((tmp_path / "forged").rglob("*.signature"))
+
+    unlogged = json.loads(original)
+    unlogged["signatures"][0].pop("tlog")
+    (ours / "signed.json").write_text(json.dumps(unlogged))
+    code, err = store(ours, "unlogged")
+    assert code == 16, err
+    assert "no transparency log entry" in one_error_line(err)

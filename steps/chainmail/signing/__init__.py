@@ -184,7 +184,8 @@ def signer_for(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context, *,
     if mode == "none":
         return None
     if keyless_selected(kind, ctx):
-        return load_signer("fulcio://", ctx, session=session)
+        explicit = ctx.key and _scheme(ctx.key.strip()) in KEYLESS_SCHEMES
+        return load_signer(ctx.key if explicit else "fulcio://", ctx, session=session)
     if ctx.key:
         return load_signer(ctx.key, ctx)
     if mode == "kms":
