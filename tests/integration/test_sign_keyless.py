@@ -412,3 +412,28 @@ def test_store_step_checks_keyless_signatures(sigstore_stack: Stack, token: Path
     code, err = store(ours, "unlogged")
     assert code == 16, err
     assert "no transparency log entry" in one_error_line(err)
+
+
+def test_fulcio_outage_is_retried_then_reported(sigstore_stack: Stack) -> None:
+    """5xx from Fulcio is retried with backoff until the deadline, like every other outage; 4xx is not."""
+    from chainmail._internal.http import RetryPolicy
+    from chainmail.errors import FulcioRefusedError, FulcioUnreachableError
+    from chainmail.signing._fulcio import certify
+
+    policy = RetryPolicy(deadline=1.0, initial_backoff=0.05, max_backoff=0.2)
+    sigstore_stack.fault("status-500")
+    try:
+        with pytest.raises(FulcioUnreachableError, match="kept failing: HTTP 500"):
+            certify(sigstore_stack.url, jwt(), retry=policy, trusted_root=str(sigstore_stack.trusted_root))
+    finally:
+        sigstore_stack.fault(None)
+    assert policy.retries >= 1
+    refused = RetryPolicy(deadline=1.0)
+    sigstore_stack.fault("status-400")
+    with pytest.raises(FulcioRefusedError, match="fault injected by the test"):
+        certify(sigstore_stack.url, jwt(), retry=refused, trusted_root=str(sigstore_stack.trusted_root))
+    assert refused.retries == 0
+    # and once Fulcio is back, the same call succeeds
+    signer = certify(sigstore_stack.url, jwt(), retry=RetryPolicy(deadline=1.0),
+                     trusted_root=str(sigstore_stack.trusted_root))
+    assert "BEGIN CERTIFICATE" in signer.cert and signer.chain.count("BEGIN CERTIFICATE") == 1

@@ -138,6 +138,8 @@ def _from_env() -> IdentityToken | None:
     if not text:
         return None
     source = f"${TOKEN_ENV}"
+    if len(text) > MAX_TOKEN_BYTES:
+        raise IdentityTokenInvalidError(f"OIDC token from {source}: larger than {MAX_TOKEN_BYTES} bytes")
     return IdentityToken(text, source, token_claims(text, source))
 
 
