@@ -437,3 +437,15 @@ def test_fulcio_outage_is_retried_then_reported(sigstore_stack: Stack) -> None:
     signer = certify(sigstore_stack.url, jwt(), retry=RetryPolicy(deadline=1.0),
                      trusted_root=str(sigstore_stack.trusted_root))
     assert "BEGIN CERTIFICATE" in signer.cert and signer.chain.count("BEGIN CERTIFICATE") == 1
+
+
+def test_a_certificate_from_an_untrusted_fulcio_is_not_used(sigstore_stack: Stack) -> None:
+    """The mock's CA is not in Sigstore's production root: the issued certificate is refused (exit 6)."""
+    pytest.importorskip("sigstore")  # the embedded production trusted root
+    from chainmail.errors import SigningError
+    from chainmail.signing._fulcio import certify
+
+    with pytest.raises(SigningError, match="cannot trust .*does not chain to a trusted Fulcio root") as info:
+        certify(sigstore_stack.url, jwt(), trusted_root="production")
+    assert type(info.value) is SigningError and info.value.exit_code == 6
+    assert "chainmail.transparency.trusted-root" in (info.value.hint or "")
