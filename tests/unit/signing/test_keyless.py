@@ -163,3 +163,24 @@ def test_keyless_without_transparency_is_refused_before_the_token_is_read() -> N
                                     "signers.x509.identity.token.file": "/nonexistent"}))
     with pytest.raises(ConfigError, match="not annotated chains.tekton.dev/transparency-upload"):
         sign_payloads([payload], manual, upload=False)
+
+
+# -- what Fulcio returns is checked before it is used ---------------------------------------------------
+
+def test_issued_chain_must_name_the_tokens_issuer_and_be_code_signing(tmp_path: Path) -> None:
+    from chainmail.errors import SigningError
+    from chainmail.signing._fulcio import _check_chain
+    from doubles.fulcio import GITHUB, LocalFulcio, pem
+
+    ca = LocalFulcio.create()
+    root = str(ca.write_trusted_root(tmp_path / "trusted_root.json"))
+    good, _ = ca.leaf()
+    _check_chain("http://fulcio", pem(good), ca.chain_pem(), GITHUB, root)
+    with pytest.raises(SigningError, match="issuer .* does not match 'https://k8s.example'"):
+        _check_chain("http://fulcio", pem(good), ca.chain_pem(), "https://k8s.example", root)
+    no_eku, _ = ca.leaf(code_signing=False)
+    with pytest.raises(SigningError, match="code-signing"):
+        _check_chain("http://fulcio", pem(no_eku), ca.chain_pem(), GITHUB, root)
+    rogue, _ = LocalFulcio.create(name="rogue").leaf()
+    with pytest.raises(SigningError, match="does not chain to a trusted Fulcio root"):
+        _check_chain("http://fulcio", pem(rogue), ca.chain_pem(), GITHUB, root)
