@@ -99,11 +99,9 @@ def check_signatures(signed: Iterable[SignedPayload], keys: Mapping[str, str | N
             if kind not in keys or keys[kind] is None:
                 raise WorkspaceError(f"signed.json holds a signature for {key}, but artifacts.{kind}.signer "
                                      "signs nothing; run sign again")
-            expected = str(keys[kind])
-            trust = keys[kind]
-            if _is_keyless(trust):
-                expected = _keyless_key(item, trust, keys)
-            else:
+            certificate = _keyless_key(item, keys[kind], keys)
+            expected = certificate or str(keys[kind])
+            if certificate is None:
                 _require_named_key(item, expected, keys)
         try:
             _verify_one(item, expected)
@@ -113,19 +111,18 @@ def check_signatures(signed: Iterable[SignedPayload], keys: Mapping[str, str | N
             raise WorkspaceError(f"signature for {key} does not verify over its payload ({exc})") from None
 
 
-def _is_keyless(trust: object) -> bool:
-    from chainmail.signing.keyless_trust import KeylessTrust
+def _keyless_key(item: SignedPayload, trust: object, keys: Mapping[str, str | None]) -> str | None:
+    """For a keyless kind: the item's certificate, once it and its log entry are checked (keyless_trust).
 
-    return isinstance(trust, KeylessTrust)
-
-
-def _keyless_key(item: SignedPayload, trust: object, keys: Mapping[str, str | None]) -> str:
-    """A keyless item's certificate key, once its certificate and log entry are checked (keyless_trust)."""
+    None when ``trust`` is a configured key, not keyless.
+    """
     from chainmail.errors import WorkspaceError
     from chainmail.job import ConfiguredKeys
     from chainmail.signing.keyless_trust import KeylessTrust, check_keyless
 
-    if not isinstance(keys, ConfiguredKeys) or not isinstance(trust, KeylessTrust):
+    if not isinstance(trust, KeylessTrust):
+        return None
+    if not isinstance(keys, ConfiguredKeys):
         raise WorkspaceError(f"signed payload for {item.payload.artifact.full_key} is keyless, but no "
                              "transparency log keys are configured to check it; refusing to store it")
     return check_keyless(item, trust, keys.log_keys())
