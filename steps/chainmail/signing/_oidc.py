@@ -84,7 +84,10 @@ class IdentityToken:
 
 
 def _utc(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    except (OverflowError, ValueError, OSError):  # a forged far-future or NaN claim
+        return "an impossible time"
 
 
 def _ago(seconds: float) -> str:
@@ -108,6 +111,8 @@ def token_claims(token: str, source: str = "") -> dict[str, Any]:
 
 def read_token_file(path: Path) -> str:
     """The token in ``path`` (surrounding whitespace dropped), bounded in size."""
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise IdentityTokenInvalidError(f"OIDC token file {path} is not a regular file")
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_TOKEN_BYTES + 1)

@@ -184,3 +184,14 @@ def test_issued_chain_must_name_the_tokens_issuer_and_be_code_signing(tmp_path: 
     rogue, _ = LocalFulcio.create(name="rogue").leaf()
     with pytest.raises(SigningError, match="does not chain to a trusted Fulcio root"):
         _check_chain("http://fulcio", pem(rogue), ca.chain_pem(), GITHUB, root)
+
+
+def test_hostile_token_files_and_claims(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it would block until a writer comes
+    with pytest.raises(IdentityTokenInvalidError, match="not a regular file"):
+        identity_token(config({"signers.x509.identity.token.file": str(fifo)}))
+    with pytest.raises(IdentityTokenInvalidError, match="not valid before an impossible time"):
+        _token(tmp_path, jwt(nbf=1e300)).check_fresh()
