@@ -206,6 +206,25 @@ def _backend_setting(key: str, data: Mapping[str, str]) -> tuple[Status, str]:
     return "same", f"read by the {backend} backend"
 
 
+def _keyless_setting(key: str, value: str, data: Mapping[str, str]) -> tuple[Status, str]:
+    """``signers.x509.*`` besides ``fulcio.enabled``, as the keyless signer reads them."""
+    from chainmail.signing._fulcio import DEFAULT_TUF_MIRROR
+    from chainmail.signing._oidc import SUPPORTED_PROVIDERS
+
+    value = value.strip()
+    if key == "signers.x509.fulcio.provider" and value and value.lower() not in SUPPORTED_PROVIDERS:
+        return "not supported", (f"token provider {value!r} is refused; chainmail reads "
+                                 f"{' or '.join(SUPPORTED_PROVIDERS)} (a projected token)")
+    if key == "signers.x509.tuf.mirror.url" and value and value.rstrip("/") != DEFAULT_TUF_MIRROR:
+        if str(data.get("chainmail.transparency.trusted-root") or "").strip():
+            return "different", "no TUF client: chainmail.transparency.trusted-root is read instead"
+        return "not supported", ("no TUF client: set chainmail.transparency.trusted-root to this mirror's "
+                                 "trusted_root.json")
+    if key == "signers.x509.fulcio.issuer":
+        return "same", "only for interactive OIDC flows, in Chains too; a token file or $SIGSTORE_ID_TOKEN needs none"
+    return "same", "read by keyless signing"
+
+
 def _transparency(value: str) -> tuple[Status, str]:
     text = value.strip()
     on = text in ("true", "manual")
@@ -249,11 +268,14 @@ def _verdict(key: str, value: str, data: Mapping[str, str]) -> tuple[Status, str
         if Config.from_mapping({key: value}).bool(key):
             if not keyless_supported():
                 return "not supported", "keyless (Fulcio) signing is not implemented; set it to false and use a key"
+            if Config.from_mapping({k: v for k, v in data.items() if k in KEYS}).transparency() == "off":
+                return "not supported", ("keyless signing needs transparency.enabled true in chainmail (Chains "
+                                         "would sign without a Rekor entry, unverifiable once the certificate expires)")
             return "same", "keyless signing with a Fulcio certificate"
         return "same", "signs with a key, not keyless"
     if key.startswith("signers.x509."):
         if keyless_supported():
-            return "same", "read by keyless signing"
+            return _keyless_setting(key, value, data)
         return "different", "accepted but unused: keyless (Fulcio) signing is not implemented"
     if key == "transparency.enabled":
         return _transparency(value)

@@ -174,3 +174,27 @@ class AnnotationsTooLargeError(StorageError):
     """``tekton`` storage would push a run's annotations past Kubernetes' 256 KiB limit; nothing was written."""
 
     exit_code = 23
+
+
+class IdentityTokenMissingError(KeyMaterialError):
+    """Keyless signing: the OIDC token file (projected service-account token) is missing or unreadable."""
+
+    exit_code = 30
+
+
+class IdentityTokenInvalidError(KeyMaterialError):
+    """Keyless signing: the OIDC token is malformed, expired, not yet valid, or not for audience ``sigstore``."""
+
+    exit_code = 31
+
+
+class FulcioRefusedError(SigningError):
+    """Keyless signing: Fulcio refused the certificate request (its answer names why)."""
+
+    exit_code = 32
+
+
+class FulcioUnreachableError(SigningError):
+    """Keyless signing: Fulcio could not be reached, or kept failing, until the retry deadline."""
+
+    exit_code = 33

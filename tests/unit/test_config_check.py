@@ -72,9 +72,22 @@ def test_kms_and_keyless_follow_the_signer_registry() -> None:
 
     kms = _status({"artifacts.oci.signer": "kms"}, "artifacts.oci.signer")
     assert kms == ("same" if kms_supported() else "not supported")
-    fulcio = _status({"signers.x509.fulcio.enabled": "true"}, "signers.x509.fulcio.enabled")
+    fulcio = _status({"signers.x509.fulcio.enabled": "true", "transparency.enabled": "true"},
+                     "signers.x509.fulcio.enabled")
     assert fulcio == ("same" if keyless_supported() else "not supported")
     assert _status({"signers.x509.fulcio.enabled": "false"}, "signers.x509.fulcio.enabled") == "same"
+
+
+def test_keyless_settings_chainmail_refuses() -> None:
+    """Keyless without Rekor, cosign's other token providers and a TUF mirror without a trusted root."""
+    assert _status({"signers.x509.fulcio.enabled": "true"}, "signers.x509.fulcio.enabled") == "not supported"
+    assert _status({"signers.x509.fulcio.provider": "github-actions"}, "signers.x509.fulcio.provider") == \
+        "not supported"
+    assert _status({"signers.x509.fulcio.provider": "filesystem"}, "signers.x509.fulcio.provider") == "same"
+    mirror = {"signers.x509.tuf.mirror.url": "https://tuf.example.com"}
+    assert _status(mirror, "signers.x509.tuf.mirror.url") == "not supported"
+    assert _status({**mirror, "chainmail.transparency.trusted-root": "/r.json"},
+                   "signers.x509.tuf.mirror.url") == "different"
 
 
 def test_keyless_probe_reads_the_refusal(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,11 +10,15 @@ Key URIs (``SIGNER_FOR_URI_SCHEME``, filled here and only here):
 
 - a path or ``file:`` URI: a key file (encrypted ``cosign.key`` or PKCS#8 PEM) or a
   directory holding ``x509.pem`` or ``cosign.key`` + ``cosign.password`` (Chains' order);
-- ``k8s://NAMESPACE/SECRET``: the same files in a Secret.
+- ``k8s://NAMESPACE/SECRET``: the same files in a Secret;
+- KMS URIs: ``gcpkms://``, ``awskms://``, ``azurekms://``, ``hashivault://``;
+- ``fulcio://``: keyless, an ephemeral key certified by
+  Fulcio (:mod:`chainmail.signing._fulcio`), as ``signers.x509.fulcio.enabled: true`` selects.
 
-KMS URIs (``gcpkms://``, ``awskms://``, ``azurekms://``, ``hashivault://``) and keyless
-(Fulcio) signing are not in this build; naming them is a :class:`ConfigError`. Loaded
-signers are cached in ``ctx.cache``, so a sweep decrypts a key once.
+Loaded key signers are cached in ``ctx.cache``, so a sweep decrypts a key once; a keyless
+signer lives for one signing session only (one :func:`sign_payloads` call: one run), because
+its certificate expires within minutes. Keyless signing requires a transparency log entry for
+every signature (:func:`require_transparency_for_keyless`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from chainmail.signing._file import (
     load_file,
     public_key_from_material,
 )
+from chainmail.signing._fulcio import KEYLESS_SCHEMES, FulcioSigner
 from chainmail.signing._gcpkms import GCPKMSSigner
 from chainmail.signing._hashivault import HashiVaultSigner
 from chainmail.signing._signer import KeySigner, Signer
@@ -69,13 +74,13 @@ SIGNER_FOR_URI_SCHEME: dict[str, type[Signer]] = {
     HashiVaultSigner.SCHEME: HashiVaultSigner,
     GCPKMSSigner.SCHEME: GCPKMSSigner,
     AzureKMSSigner.SCHEME: AzureKMSSigner,
+    FulcioSigner.SCHEME: FulcioSigner,
 }
 
 #: Where Chains mounts its ``signing-secrets`` Secret; ``$CHAINMAIL_SIGNING_SECRETS`` overrides it.
 DEFAULT_SIGNING_SECRETS = "/etc/signing-secrets"
 
 _KMS_SCHEMES = ("gcpkms", "awskms", "azurekms", "hashivault")
-_KEYLESS_SCHEMES = ("fulcio", "keyless", "sigstore")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _LOAD_LOCK = threading.Lock()
 
@@ -93,11 +98,6 @@ def _unsupported(scheme: str) -> ConfigError | None:
             f"KMS signing ({scheme}://) is not supported by this build yet",
             hint="use a cosign key or x509.pem: --key DIR, a key file, or k8s://NAMESPACE/SECRET",
         )
-    if scheme in _KEYLESS_SCHEMES:
-        return ConfigError(
-            f"keyless signing ({scheme}://) is not supported by this build yet",
-            hint="use a cosign key or x509.pem: --key DIR, a key file, or k8s://NAMESPACE/SECRET",
-        )
     return None
 
 
@@ -109,8 +109,11 @@ def _canonical(uri: str, scheme: str) -> str:
     return uri
 
 
-def load_signer(uri: str, ctx: Context) -> Signer:
-    """The signer named by ``uri``; loaded once per process and cached in ``ctx.cache``."""
+def load_signer(uri: str, ctx: Context, *, session: dict[str, Signer] | None = None) -> Signer:
+    """The signer named by ``uri``; loaded once per process and cached in ``ctx.cache``.
+
+    Session-only signers (keyless) are cached in ``session`` instead (new each call without one).
+    """
     uri = uri.strip()
     if not uri:
         raise KeyMaterialError("empty signing key reference")
@@ -123,6 +126,12 @@ def load_signer(uri: str, ctx: Context) -> Signer:
         known = ", ".join(f"{s}://" for s in sorted(SIGNER_FOR_URI_SCHEME))
         raise ConfigError(f"unknown signing key scheme '{scheme}://'; supported: {known} or a path")
     cache_key = "signer:" + _canonical(uri, scheme)
+    if getattr(cls, "SESSION_ONLY", False):
+        store: dict[str, object] = session if session is not None else {}
+        found = store.get("signer:keyless")
+        if not isinstance(found, Signer):
+            found = store["signer:keyless"] = cls.from_uri(uri, ctx)
+        return found
     cached = ctx.cache.get(cache_key)
     if isinstance(cached, Signer):
         return cached
@@ -140,16 +149,43 @@ def _signing_secrets_dir() -> str:
     return os.environ.get("CHAINMAIL_SIGNING_SECRETS") or DEFAULT_SIGNING_SECRETS
 
 
-def signer_for(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context) -> Signer | None:
+def keyless_selected(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context) -> bool:
+    """Whether ``kind`` is signed keyless: ``--key fulcio://``, or Chains' x509 order.
+
+    Chains' x509 signer tries Fulcio first when ``signers.x509.fulcio.enabled`` is true, before any
+    ``x509.pem``/``cosign.key``; so here a key directory, file or Secret in ``--key`` (what the
+    Tasks pass by default) does not override it. A KMS URI in ``--key`` still does.
+    """
+    mode = ctx.config.signer(kind)
+    if mode == "none":
+        return False
+    if ctx.key and _scheme(ctx.key.strip()) in KEYLESS_SCHEMES:
+        return True
+    if mode != "x509" or not ctx.config.bool("signers.x509.fulcio.enabled"):
+        return False
+    if ctx.key and _scheme(ctx.key.strip()) not in ("file", "k8s"):
+        return False
+    if ctx.key and not ctx.cache.get("keyless-key-note"):
+        ctx.cache["keyless-key-note"] = True
+        log.warning("signers.x509.fulcio.enabled is true: signing keyless as Chains does; the key %s is not used",
+                    ctx.key)
+    return True
+
+
+def signer_for(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context, *,
+               session: dict[str, Signer] | None = None) -> Signer | None:
     """The signer chains-config ``artifacts.<kind>.signer`` selects (None for ``none``).
 
-    ``x509``: ``ctx.key``, else keyless when ``signers.x509.fulcio.enabled`` (not in this
-    build), else the signing-secrets directory. ``kms``: ``ctx.key``, else
+    Keyless when :func:`keyless_selected` (one signer per ``session``); else ``x509``:
+    ``ctx.key``, else the signing-secrets directory; ``kms``: ``ctx.key``, else
     ``signers.kms.kmsref``.
     """
     mode = ctx.config.signer(kind)
     if mode == "none":
         return None
+    if keyless_selected(kind, ctx):
+        explicit = ctx.key and _scheme(ctx.key.strip()) in KEYLESS_SCHEMES
+        return load_signer(ctx.key if explicit else "fulcio://", ctx, session=session)
     if ctx.key:
         return load_signer(ctx.key, ctx)
     if mode == "kms":
@@ -158,16 +194,14 @@ def signer_for(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context) -> 
             raise ConfigError(f"artifacts.{kind}.signer is kms but signers.kms.kmsref is empty",
                               hint="set signers.kms.kmsref or pass --key")
         return load_signer(ref, ctx)
-    if ctx.config.bool("signers.x509.fulcio.enabled"):
-        raise ConfigError(
-            "keyless signing (signers.x509.fulcio.enabled) is not supported by this build yet",
-            hint="set signers.x509.fulcio.enabled to false and provide a key (--key or signing-secrets)",
-        )
     return load_signer(_signing_secrets_dir(), ctx)
 
 
 def configured_public_key(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: Context) -> str | None:
     """The public half of the key :func:`signer_for` would sign ``kind`` with (None for signer ``none``).
+
+    Keyless: a :class:`~chainmail.signing.keyless_trust.KeylessTrust` (a ``str``) instead, which
+    ``store`` checks certificates, log entries and the token's identity against.
 
     What ``store`` checks signatures against: the operator's configuration (``--key``,
     ``signers.kms.kmsref``, the signing-secrets directory), never a key named in the workspace.
@@ -177,6 +211,10 @@ def configured_public_key(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: C
     mode = ctx.config.signer(kind)
     if mode == "none":
         return None
+    if keyless_selected(kind, ctx):
+        from chainmail.signing.keyless_trust import KeylessTrust
+
+        return KeylessTrust.for_context(ctx)
     if ctx.key:
         ref = ctx.key
     elif mode == "kms":
@@ -184,11 +222,6 @@ def configured_public_key(kind: Literal["taskrun", "pipelinerun", "oci"], ctx: C
         if not ref:
             raise ConfigError(f"artifacts.{kind}.signer is kms but signers.kms.kmsref is empty",
                               hint="set signers.kms.kmsref or pass --key")
-    elif ctx.config.bool("signers.x509.fulcio.enabled"):
-        raise ConfigError(
-            "keyless signing (signers.x509.fulcio.enabled) is not supported by this build yet",
-            hint="set signers.x509.fulcio.enabled to false and provide a key (--key or signing-secrets)",
-        )
     else:
         ref = _signing_secrets_dir()
     cache_key = "public-key:" + ref.strip()
@@ -218,6 +251,27 @@ def require_no_transparency(ctx: Context) -> None:
                           hint="set transparency.url to the Rekor instance, or transparency.enabled to false")
 
 
+def require_transparency_for_keyless(payloads: list[Payload], ctx: Context, *, logged: bool) -> None:
+    """Refuse keyless signing whose signatures would not be logged (``logged`` False).
+
+    A Fulcio certificate is valid for ten minutes; only the Rekor entry's time shows it was valid
+    when the payload was signed, so cosign (and ``chainmail verify``) reject a keyless signature
+    without one. Tekton Chains would sign and store it anyway; chainmail refuses, before Fulcio
+    is asked for anything, with a :class:`ConfigError`.
+    """
+    kinds = sorted({p.artifact.kind for p in payloads if keyless_selected(p.artifact.kind, ctx)})
+    if not kinds or logged:
+        return
+    mode = ctx.config.transparency()
+    why = ("transparency.enabled is manual and this run is not annotated chains.tekton.dev/transparency-upload: "
+           "\"true\"" if mode == "manual" else f"transparency.enabled is {ctx.config.get('transparency.enabled')!r}")
+    raise ConfigError(
+        f"keyless signing ({', '.join(kinds)}) needs a transparency log entry for every signature, but {why}; "
+        "nothing was signed",
+        hint="set transparency.enabled to true (a Fulcio certificate expires in 10 minutes: without a Rekor "
+             "entry nobody can verify the signature)")
+
+
 def sign_payloads(payloads: list[Payload], ctx: Context, *, upload: bool | None = None) -> list[SignedPayload]:
     """The ``sign`` step: DSSE envelopes for wrapped payloads, raw signatures otherwise.
 
@@ -241,12 +295,14 @@ def sign_payloads(payloads: list[Payload], ctx: Context, *, upload: bool | None 
 
         root = ctx.config.get("chainmail.transparency.trusted-root").strip() or None  # None: production
         rekor = client_for(ctx, trusted_root=root)
+    require_transparency_for_keyless(payloads, ctx, logged=rekor is not None)
     out: list[SignedPayload] = []
     signers: dict[str, Signer | None] = {}
+    session: dict[str, Signer] = {}  # one keyless key and certificate for this run
     for payload in payloads:
         kind = payload.artifact.kind
         if kind not in signers:
-            signers[kind] = signer_for(kind, ctx)
+            signers[kind] = signer_for(kind, ctx, session=session)
         signer = signers[kind]
         if signer is None:
             log.info("not signing %s: artifacts.%s.signer is none", payload.artifact.full_key, kind)

@@ -99,14 +99,33 @@ def check_signatures(signed: Iterable[SignedPayload], keys: Mapping[str, str | N
             if kind not in keys or keys[kind] is None:
                 raise WorkspaceError(f"signed.json holds a signature for {key}, but artifacts.{kind}.signer "
                                      "signs nothing; run sign again")
-            expected = str(keys[kind])
-            _require_named_key(item, expected, keys)
+            certificate = _keyless_key(item, keys[kind], keys)
+            expected = certificate or str(keys[kind])
+            if certificate is None:
+                _require_named_key(item, expected, keys)
         try:
             _verify_one(item, expected)
         except WorkspaceError:
             raise
         except Error as exc:
             raise WorkspaceError(f"signature for {key} does not verify over its payload ({exc})") from None
+
+
+def _keyless_key(item: SignedPayload, trust: object, keys: Mapping[str, str | None]) -> str | None:
+    """For a keyless kind: the item's certificate, once it and its log entry are checked (keyless_trust).
+
+    None when ``trust`` is a configured key, not keyless.
+    """
+    from chainmail.errors import WorkspaceError
+    from chainmail.job import ConfiguredKeys
+    from chainmail.signing.keyless_trust import KeylessTrust, check_keyless
+
+    if not isinstance(trust, KeylessTrust):
+        return None
+    if not isinstance(keys, ConfiguredKeys):
+        raise WorkspaceError(f"signed payload for {item.payload.artifact.full_key} is keyless, but no "
+                             "transparency log keys are configured to check it; refusing to store it")
+    return check_keyless(item, trust, keys.log_keys())
 
 
 def _fingerprint(pem: str) -> str:

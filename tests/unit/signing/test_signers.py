@@ -54,7 +54,8 @@ def _one_line_without(exc: Error, *secrets: str) -> str:
 
 
 def test_registry() -> None:
-    assert set(SIGNER_FOR_URI_SCHEME) == {"file", "k8s", "awskms", "hashivault", "gcpkms", "azurekms"}
+    assert set(SIGNER_FOR_URI_SCHEME) == {"file", "k8s", "awskms", "hashivault", "gcpkms", "azurekms",
+                                         "fulcio"}
     assert (SIGNER_FOR_URI_SCHEME["file"], SIGNER_FOR_URI_SCHEME["k8s"]) == (FileSigner, K8sSigner)
     assert all(issubclass(cls, Signer) and cls.SCHEME == scheme for scheme, cls in SIGNER_FOR_URI_SCHEME.items())
 
@@ -293,7 +294,7 @@ def test_bad_kms_references_are_key_errors(scheme: str, ctx: Context) -> None:
 
 
 def test_unknown_scheme(ctx: Context) -> None:
-    with pytest.raises(ConfigError, match=r"unknown signing key scheme 'ftp://'; supported: awskms://, azurekms://, file://, gcpkms://"):
+    with pytest.raises(ConfigError, match=r"unknown signing key scheme 'ftp://'; supported: awskms://, azurekms://, file://, fulcio://, gcpkms://"):
         load_signer("ftp://host/key", ctx)
 
 
@@ -398,16 +399,23 @@ def test_signer_for_default_dir_missing(tmp_path: Path, ctx: Context, monkeypatc
 
 
 def test_signer_for_key_wins(keys_dir: Path, ctx: Context) -> None:
+    """--key beats the kms signer setting; for x509 with fulcio.enabled, Chains' order makes keyless win."""
+    from chainmail.signing._fulcio import FulcioSigner
+
     ctx.key = str(keys_dir / "legacy-cosign-label")
     ctx.config = Config.from_mapping({"signers.x509.fulcio.enabled": "true", "artifacts.oci.signer": "kms"})
-    assert signer_for("taskrun", ctx).uri.endswith("legacy-cosign-label")  # type: ignore[union-attr]
+    assert isinstance(signer_for("taskrun", ctx), FulcioSigner)
     assert signer_for("oci", ctx).uri.endswith("legacy-cosign-label")  # type: ignore[union-attr]
 
 
-def test_signer_for_fulcio_is_not_in_this_build(ctx: Context) -> None:
-    ctx.config = Config.from_mapping({"signers.x509.fulcio.enabled": "true"})
-    with pytest.raises(ConfigError, match="keyless signing .* not supported by this build yet"):
-        signer_for("taskrun", ctx)
+def test_signer_for_fulcio_is_keyless_and_lazy(ctx: Context) -> None:
+    """Selecting the keyless signer reads no token and asks no Fulcio (the token here does not exist)."""
+    from chainmail.signing._fulcio import FulcioSigner
+
+    ctx.config = Config.from_mapping({"signers.x509.fulcio.enabled": "true",
+                                      "signers.x509.identity.token.file": "/nonexistent/token"})
+    signer = signer_for("taskrun", ctx)
+    assert isinstance(signer, FulcioSigner) and signer.uri == "fulcio:https://fulcio.sigstore.dev"
 
 
 def test_signer_for_kms(ctx: Context) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from chainmail.config import Config
 from chainmail.context import Context
-from chainmail.errors import ConfigError, KeyMaterialError, WorkspaceError
+from chainmail.errors import KeyMaterialError, WorkspaceError
 from chainmail.models import Artifact, Payload, RunRef, SignedPayload
 from chainmail.signing import configured_public_key, load_signer, sign_payloads
 from chainmail.signing._signer import KeySigner
@@ -122,10 +122,13 @@ def test_configured_key_from_a_secret(keys_dir: Path, fake_kube: Any) -> None:
     assert kube.reads == 1  # cached
 
 
-def test_keyless_store_is_a_config_error() -> None:
-    ctx = Context(config=Config.from_mapping({"signers.x509.fulcio.enabled": "true"}))
-    with pytest.raises(ConfigError, match="keyless"):
-        configured_public_key("taskrun", ctx)
+def test_keyless_store_checks_certificates_not_a_key(tmp_path: Path) -> None:
+    from chainmail.signing.keyless_trust import KeylessTrust
+
+    ctx = Context(config=Config.from_mapping({"signers.x509.fulcio.enabled": "true",
+                                              "signers.x509.identity.token.file": str(tmp_path / "none")}))
+    trust = configured_public_key("taskrun", ctx)
+    assert isinstance(trust, KeylessTrust) and trust.trusted_root == "production" and not trust.identities
 
 
 # -- passwords that are not UTF-8 text -------------------------------------------------------------

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from chainmail.errors import KeyMaterialError
-from chainmail.signing._fulcio import MAX_TOKEN_BYTES, challenge_subject, read_token, token_claims
+from chainmail.signing._fulcio import challenge_subject
+from chainmail.signing._oidc import MAX_TOKEN_BYTES, token_claims
+from chainmail.signing._oidc import read_token_file as read_token
 
 
 def jwt(claims: object) -> str:
