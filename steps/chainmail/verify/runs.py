@@ -120,18 +120,20 @@ Entry = tuple[str, str, Callable[[], Verified]]
 Reader = Callable[[RunObject, list[Key]], list[Entry]]
 
 
-def _annotation_entries(run: RunObject, keys: list[Key]) -> list[Entry]:
-    """Every ``signature-<key>`` annotation on ``run``."""
+def _annotation_entries(run: RunObject, keys: list[Key], ctx: Context | None = None) -> list[Entry]:
+    """Every ``signature-<key>`` annotation on ``run``, then (with ``ctx``) every refs-mode reference."""
+    from chainmail.verify.refs import ref_entries
+
     return [(short, f"{run.ref} {SIGNATURE_PREFIX}{short}",
              functools.partial(verify_annotation, run.annotations, short, keys, run.ref))
-            for short in signature_keys(run.annotations)]
+            for short in signature_keys(run.annotations)] + (ref_entries(run, keys, ctx) if ctx else [])
 
 
 def _verify_signatures(run: RunObject, keys: list[Key], failures: list[str], read: Reader | None = None,
-                       ) -> list[tuple[str, Verified]]:
+                       ctx: Context | None = None) -> list[tuple[str, Verified]]:
     """Every stored signature of ``run``, verified and bound to it (failures appended to ``failures``)."""
     out = []
-    entries = read(run, keys) if read is not None else _annotation_entries(run, keys)
+    entries = read(run, keys) if read is not None else _annotation_entries(run, keys, ctx)
     for short, where, check in entries:
         try:
             item = check()
@@ -199,12 +201,12 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
     main_obj, candidates = _snapshot_parts(snapshot_or_obj)
     main = run_object(main_obj)
     failures: list[str] = []
-    found = _verify_signatures(main, keys, failures, read)
+    found = _verify_signatures(main, keys, failures, read, ctx)
     own = [v for short, v in found if short == main.own_key]
     verified = [v for _, v in found]
     children = _children(main, candidates, failures) if main.kind == "PipelineRun" else []
     for child in children:
-        items = _verify_signatures(child, keys, failures, read)
+        items = _verify_signatures(child, keys, failures, read, ctx)
         for _, item in items:
             parent = item.signed_run.parent_uid if item.signed_run is not None else ""
             if parent and parent != main.uid:
