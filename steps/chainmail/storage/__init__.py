@@ -79,6 +79,10 @@ def backend_names(signed: Iterable[SignedPayload], ctx: Context) -> dict[str, li
     for name in groups:
         if name in backends:
             backends[name].preflight(ctx)  # a bad setting is a ConfigError before anything is written
+    if "tekton" in groups:
+        from chainmail.storage.tekton import check_refs
+
+        check_refs(ctx, {item.payload.artifact.kind for item in groups["tekton"]})
     return groups
 
 

@@ -64,25 +64,25 @@ def annotations_size(annotations: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
 
 
+def check_refs(ctx: Context, kinds: set[str]) -> None:
+    """Refs mode needs, for each kind stored in ``tekton`` now, another backend the reference can point to."""
+    if not refs_mode(ctx):
+        return
+    for kind in sorted(kinds):
+        if not ref_holders(ctx, kind):
+            names = ",".join(ctx.config.storage(kind))  # type: ignore[arg-type]
+            raise ConfigError(
+                f"{MODE_KEY}: refs keeps only references in the run's annotations, but "
+                f"artifacts.{kind}.storage ({names}) names no backend that holds the payload",
+                hint=f"add oci, gcs or file to artifacts.{kind}.storage (oci with storage.oci.encoding-format "
+                     f"dsse), or set {MODE_KEY}: full",
+            )
+
+
 class TektonBackend(Backend):
     """Stores signatures as annotations on the run (Chains' default storage)."""
 
     NAME = "tekton"
-
-    @classmethod
-    def preflight(cls, ctx: Context) -> None:
-        """Refs mode needs, for each kind stored in ``tekton``, another backend the reference can point to."""
-        if not refs_mode(ctx):
-            return
-        for kind in ("taskrun", "pipelinerun", "oci"):
-            names = ctx.config.storage(kind)  # type: ignore[arg-type]
-            if "tekton" in names and not ref_holders(ctx, kind):
-                raise ConfigError(
-                    f"{MODE_KEY}: refs keeps only references in the run's annotations, but "
-                    f"artifacts.{kind}.storage ({','.join(names)}) names no backend that holds the payload",
-                    hint=f"add oci, gcs or file to artifacts.{kind}.storage (oci with storage.oci.encoding-format "
-                         f"dsse), or set {MODE_KEY}: full",
-                )
 
     def store(self, signed: list[SignedPayload]) -> list[StoredRef]:
         if refs_mode(self.ctx):
