@@ -51,3 +51,24 @@ def test_pointers_are_relative_to_the_file_store_and_carry_no_credentials(tmp_pa
     assert backend._pointer(file_ref) == {"backend": "file", "location": "taskrun-ns-a/taskrun-u.signature"}
     docdb = StoredRef("docdb", "k", "mongo://user:secret@db.example/chains/signed#taskrun-u")
     assert backend._pointer(docdb) == {"backend": "docdb", "location": "mongo://db.example/chains/signed#taskrun-u"}
+
+
+def test_docdb_holds_references_only_on_dynamodb() -> None:
+    dynamo = _ctx(**{"artifacts.taskrun.storage": "tekton,docdb", "storage.docdb.url": "dynamodb://t?partition_key=Name"})
+    assert ref_holders(dynamo, "taskrun") == ["docdb"]
+    mongo = _ctx(**{"artifacts.taskrun.storage": "tekton,docdb", "storage.docdb.url": "mongo://db/coll",
+                    "chainmail.storage.tekton.mode": "refs"})
+    assert ref_holders(mongo, "taskrun") == []
+    with pytest.raises(ConfigError, match="names no backend that holds the payload"):
+        check_refs(mongo, {"taskrun"})
+
+
+def test_verify_skips_what_this_configuration_cannot_read(tmp_path: Path) -> None:
+    from chainmail.verify.refs import readable_here
+
+    bare = _ctx(**{"chainmail.storage.file.directory": str(tmp_path / "absent")})
+    assert [b for b in ("oci", "gcs", "file", "docdb", "grafeas") if readable_here(b, bare)] == ["oci"]
+    full = _ctx(**{"chainmail.storage.file.directory": str(tmp_path), "storage.gcs.bucket": "b",
+                   "storage.docdb.url": "dynamodb://t?partition_key=Name"})
+    assert [b for b in ("oci", "gcs", "file", "docdb", "grafeas") if readable_here(b, full)] == [
+        "oci", "gcs", "file", "docdb"]

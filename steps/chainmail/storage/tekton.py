@@ -42,7 +42,8 @@ MAX_ANNOTATION_BYTES = 256 * 1024
 #: Room kept for the state patch written with the payloads (signed, retries, failure reason, …).
 STATE_RESERVE = 1024
 MODE_KEY = "chainmail.storage.tekton.mode"
-#: Backends a refs-mode reference may point to: ``chainmail verify run`` reads the payload back from them.
+#: Backends a refs-mode reference may point to: ``chainmail verify run`` reads the payload back from them
+#: (and ``docdb`` on ``dynamodb://``, keyed by ``Name``).
 REF_HOLDERS = ("oci", "gcs", "file")
 _USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 
@@ -56,7 +57,8 @@ def ref_holders(ctx: Context, kind: str) -> list[str]:
     """The backends of ``artifacts.<kind>.storage`` a refs-mode reference can point to."""
     names = ctx.config.storage(kind)  # type: ignore[arg-type]
     bundle = ctx.config.get("storage.oci.encoding-format") == "sigstore-bundle"
-    return [n for n in names if n in REF_HOLDERS and not (n == "oci" and bundle)]
+    dynamodb = ctx.config.get("storage.docdb.url").strip().startswith("dynamodb://")
+    return [n for n in names if (n in REF_HOLDERS and not (n == "oci" and bundle)) or (n == "docdb" and dynamodb)]
 
 
 def annotations_size(annotations: dict[str, str]) -> int:
@@ -75,7 +77,7 @@ def check_refs(ctx: Context, kinds: set[str]) -> None:
                 f"{MODE_KEY}: refs keeps only references in the run's annotations, but "
                 f"artifacts.{kind}.storage ({names}) names no backend that holds the payload",
                 hint=f"add oci, gcs or file to artifacts.{kind}.storage (oci with storage.oci.encoding-format "
-                     f"dsse), or set {MODE_KEY}: full",
+                     f"dsse; docdb only on dynamodb://), or set {MODE_KEY}: full",
             )
 
 

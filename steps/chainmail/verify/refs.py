@@ -2,12 +2,13 @@
 
 Such a run carries, per short key ``K``, no payload or signature but ``chainmail.dev/payload-digest-K``,
 ``chainmail.dev/signature-digest-K`` (``sha256:<hex>``) and ``chainmail.dev/stored-K``: where the other
-backends put them (:mod:`chainmail.storage.tekton`). Each readable reference is fetched — ``file`` (under the
-file store, at the run's own path), ``gcs`` (``storage.gcs.bucket``, the run's own prefix), ``oci`` (the
-``.sig``/``.att`` manifest named, else its tag) — and must match both digests and verify like a run
-annotation (:func:`~chainmail.verify.stored.verify_stored`); the binding to the run is then checked by
-:func:`~chainmail.verify.runs.verify_run` as for any other signature. A reference outside the run's own
-path, prefix or the signature tags is refused rather than read.
+backends put them (:mod:`chainmail.storage.tekton`). Each reference this configuration can read is fetched —
+``file`` (the file store exists: the run's own path), ``gcs`` (``storage.gcs.bucket`` is set: the run's own
+prefix), ``oci`` (the ``.sig``/``.att`` manifest named, else its tag), ``docdb`` (``storage.docdb.url`` is a
+``dynamodb://`` table keyed by ``Name``) — and must match both digests and verify like a run annotation
+(:func:`~chainmail.verify.stored.verify_stored`); the binding to the run is then checked by
+:func:`~chainmail.verify.runs.verify_run` as for any other signature. A reference outside the run's own path,
+prefix, tags or document is refused rather than read.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ def verify_reference(run: RunObject, short: str, keys: list[Key], ctx: Context) 
     want_payload = _digest(run.annotations, ann.payload_digest_key(short))
     want_signature = _digest(run.annotations, ann.signature_digest_key(short))
     pointers = _pointers(run.annotations, short)
-    readable = [(b, loc) for b, loc in pointers if b in FETCHERS]
+    readable = [(b, loc) for b, loc in pointers if readable_here(b, ctx)]
     if not readable:
         names = ", ".join(sorted({b for b, _ in pointers})) or "none"
-        raise VerificationError(f"{ann.stored_key(short)} names no backend verify can read back ({names}); "
-                                "it reads oci, gcs and file")
+        raise VerificationError(f"{ann.stored_key(short)} names no backend this configuration can read back "
+                                f"({names}); verify reads oci, gcs (storage.gcs.bucket), file (the file store) and "
+                                "docdb (a dynamodb:// storage.docdb.url)")
     verified: list[Verified] = []
     for backend, location in readable:
         where = f"{backend} {location}"
@@ -63,6 +65,17 @@ def verify_reference(run: RunObject, short: str, keys: list[Key], ctx: Context) 
                 raise VerificationError(f"the {what} in {where} has digest {got}, not the annotated {want}")
         verified.append(verify_stored(keys, payload, signature, run.ref, "refs", where, cert))
     return verified[0]
+
+
+def readable_here(backend: str, ctx: Context) -> bool:
+    """Whether this configuration can read ``backend`` back (others are skipped, not failed)."""
+    from chainmail.store_session import file_store_dir
+
+    config = ctx.config
+    return {"oci": True,
+            "gcs": bool(config.get("storage.gcs.bucket").strip()),
+            "file": file_store_dir(ctx).is_dir(),
+            "docdb": config.get("storage.docdb.url").strip().startswith("dynamodb://")}.get(backend, False)
 
 
 def _digest(annotations: dict[str, Any], key: str) -> str:
@@ -157,4 +170,24 @@ def fetch_oci(run: RunObject, short: str, location: str, ctx: Context) -> Fetche
     raise VerificationError(f"no layer of {ref.name}:{ref.tag} holds this signature")
 
 
-FETCHERS: dict[str, Fetcher] = {"file": fetch_file, "gcs": fetch_gcs, "oci": fetch_oci}
+def fetch_docdb(run: RunObject, short: str, location: str, ctx: Context) -> Fetched:
+    """The ``SignedDocument`` named ``short`` in ``storage.docdb.url`` (``dynamodb://`` tables keyed by Name)."""
+    from chainmail.storage.docdb import DocdbUrl
+
+    url = DocdbUrl(ctx.config.get("storage.docdb.url"))
+    if url.scheme != "dynamodb":
+        raise VerificationError(f"reading {url.scheme}:// documents back is not supported; only dynamodb://")
+    from chainmail.storage import docdb_dynamodb
+
+    _expect(location, f"dynamodb://{url.host}#{short}")
+    doc = docdb_dynamodb.get(url, short, ctx)
+    if doc is None:
+        raise VerificationError(f"no document {short} in DynamoDB table '{url.host}'")
+    try:
+        signature = b64decode(str(doc["Signature"]))
+    except ValueError:
+        raise VerificationError(f"document {short}: Signature is not base64") from None
+    return bytes(doc["Signed"]), signature, str(doc["Cert"])
+
+
+FETCHERS: dict[str, Fetcher] = {"file": fetch_file, "gcs": fetch_gcs, "oci": fetch_oci, "docdb": fetch_docdb}
