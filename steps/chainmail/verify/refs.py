@@ -35,6 +35,16 @@ Fetched = tuple[bytes, bytes, str]
 Fetcher = Callable[["RunObject", str, str, "Context"], Fetched]
 
 
+class RefsReader:
+    """``verify_run``'s reader for runs read from their annotations: the refs-mode references among them."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def __call__(self, run: RunObject, keys: list[Key]) -> list[Entry]:
+        return ref_entries(run, keys, self.ctx)
+
+
 def ref_entries(run: RunObject, keys: list[Key], ctx: Context) -> list[Entry]:
     """One entry per refs-mode ``chainmail.dev/stored-<key>`` annotation on ``run``."""
     return [(short, f"{run.ref} {ann.stored_key(short)}", functools.partial(verify_reference, run, short, keys, ctx))

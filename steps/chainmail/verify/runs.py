@@ -39,6 +39,7 @@ from chainmail.snapshot import is_child
 from chainmail.verify.binding import check_run_binding
 from chainmail.verify.keys import Key, load_keys
 from chainmail.verify.model import Verified
+from chainmail.verify.refs import RefsReader
 from chainmail.verify.run_annotations import (
     FAILURE_REASON,
     PROVISIONAL_SIGNED,
@@ -120,20 +121,19 @@ Entry = tuple[str, str, Callable[[], Verified]]
 Reader = Callable[[RunObject, list[Key]], list[Entry]]
 
 
-def _annotation_entries(run: RunObject, keys: list[Key], ctx: Context | None = None) -> list[Entry]:
-    """Every ``signature-<key>`` annotation on ``run``, then (with ``ctx``) every refs-mode reference."""
-    from chainmail.verify.refs import ref_entries
-
+def _annotation_entries(run: RunObject, keys: list[Key]) -> list[Entry]:
+    """Every ``signature-<key>`` annotation on ``run``."""
     return [(short, f"{run.ref} {SIGNATURE_PREFIX}{short}",
              functools.partial(verify_annotation, run.annotations, short, keys, run.ref))
-            for short in signature_keys(run.annotations)] + (ref_entries(run, keys, ctx) if ctx else [])
+            for short in signature_keys(run.annotations)]
 
 
 def _verify_signatures(run: RunObject, keys: list[Key], failures: list[str], read: Reader | None = None,
-                       ctx: Context | None = None) -> list[tuple[str, Verified]]:
+                       ) -> list[tuple[str, Verified]]:
     """Every stored signature of ``run``, verified and bound to it (failures appended to ``failures``)."""
     out = []
-    entries = read(run, keys) if read is not None else _annotation_entries(run, keys, ctx)
+    on_run = read is None or isinstance(read, RefsReader)  # the run's annotations (and refs-mode references)
+    entries = (_annotation_entries(run, keys) + (read(run, keys) if read else [])) if on_run else read(run, keys)
     for short, where, check in entries:
         try:
             item = check()
@@ -148,7 +148,7 @@ def _verify_signatures(run: RunObject, keys: list[Key], failures: list[str], rea
         except (VerificationError, Error) as exc:
             failures.append(f"{where}: {exc}")
         except MALFORMED as exc:
-            what = "annotation" if read is None else "stored object"
+            what = "annotation" if on_run else "stored object"
             failures.append(f"{where}: malformed {what} ({type(exc).__name__})")
     return out
 
@@ -198,15 +198,16 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
     :class:`NoMatchingSignatureError` or :class:`NoSignatureError`.
     """
     keys = load_keys(public_keys, ctx)
+    read = read if read is not None else RefsReader(ctx)
     main_obj, candidates = _snapshot_parts(snapshot_or_obj)
     main = run_object(main_obj)
     failures: list[str] = []
-    found = _verify_signatures(main, keys, failures, read, ctx)
+    found = _verify_signatures(main, keys, failures, read)
     own = [v for short, v in found if short == main.own_key]
     verified = [v for _, v in found]
     children = _children(main, candidates, failures) if main.kind == "PipelineRun" else []
     for child in children:
-        items = _verify_signatures(child, keys, failures, read, ctx)
+        items = _verify_signatures(child, keys, failures, read)
         for _, item in items:
             parent = item.signed_run.parent_uid if item.signed_run is not None else ""
             if parent and parent != main.uid:
@@ -224,7 +225,7 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
         raise NoSignatureError(f"{main.ref} is not signed: {problem}")
     if not own:
         more = f"; the signatures of its {len(children)} child TaskRun(s) do not stand in for it" if children else ""
-        where = "in the gcs bucket" if read is not None else f"(chains.tekton.dev/signature-{main.own_key})"
+        where = f"(chains.tekton.dev/signature-{main.own_key})" if isinstance(read, RefsReader) else "in the gcs bucket"
         raise NoSignatureError(f"{main.ref} has no signature of its own {where}{more}")
     _note_unmarked(main)
     return verified
