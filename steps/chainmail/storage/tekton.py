@@ -30,6 +30,7 @@ from typing import Any
 
 from chainmail import annotations as ann
 from chainmail._internal.encoding import b64encode, sha256_digest
+from chainmail.config import Kind
 from chainmail.context import Context
 from chainmail.errors import AnnotationsTooLargeError, ConfigError, StorageError
 from chainmail.models import RunRef, SignedPayload, StoredRef
@@ -53,9 +54,9 @@ def refs_mode(ctx: Context) -> bool:
     return ctx.config.get(MODE_KEY) == "refs"
 
 
-def ref_holders(ctx: Context, kind: str) -> list[str]:
+def ref_holders(ctx: Context, kind: Kind) -> list[str]:
     """The backends of ``artifacts.<kind>.storage`` a refs-mode reference can point to."""
-    names = ctx.config.storage(kind)  # type: ignore[arg-type]
+    names = ctx.config.storage(kind)
     bundle = ctx.config.get("storage.oci.encoding-format") == "sigstore-bundle"
     dynamodb = ctx.config.get("storage.docdb.url").strip().startswith("dynamodb://")
     return [n for n in names if (n in REF_HOLDERS and not (n == "oci" and bundle)) or (n == "docdb" and dynamodb)]
@@ -66,13 +67,13 @@ def annotations_size(annotations: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
 
 
-def check_refs(ctx: Context, kinds: set[str]) -> None:
+def check_refs(ctx: Context, kinds: set[Kind]) -> None:
     """Refs mode needs, for each kind stored in ``tekton`` now, another backend the reference can point to."""
     if not refs_mode(ctx):
         return
     for kind in sorted(kinds):
         if not ref_holders(ctx, kind):
-            names = ",".join(ctx.config.storage(kind))  # type: ignore[arg-type]
+            names = ",".join(ctx.config.storage(kind))
             raise ConfigError(
                 f"{MODE_KEY}: refs keeps only references in the run's annotations, but "
                 f"artifacts.{kind}.storage ({names}) names no backend that holds the payload",
