@@ -317,34 +317,30 @@ def reread_children(snapshot: RunSnapshot, ctx: Context) -> RunSnapshot:
 
     Chains signs the children first and builds the PipelineRun's provenance from the children as the API
     then returns them (``slsa-tekton`` deep inspection embeds them whole, with their ``chains.tekton.dev/*``
-    annotations, finalizers and managedFields). Each child is read again from the cluster (kept as it was,
-    with a warning, when gone or replaced); a snapshot read from a file without a cluster gets the
-    annotations chainmail wrote to the file store (``<run dir>/annotations.json``) instead.
+    annotations, finalizers and managedFields). The children are listed again (:func:`children_of`: one
+    labelled list call); one gone or replaced (another uid) is kept as first read, with a warning. A snapshot
+    read from a file without a cluster gets the annotations chainmail wrote to the file store
+    (``<run dir>/annotations.json``) instead.
     """
     if snapshot.kind != "PipelineRun" or not snapshot.task_runs:
         return snapshot
     if snapshot.source.startswith("file") and not ctx.has_kube:
-        fresh = [_with_file_annotations(child, ctx) for child in snapshot.task_runs]
-    else:
-        fresh = [_reread(ctx.kube, child) for child in snapshot.task_runs]
+        return RunSnapshot(snapshot.run, [_with_file_annotations(c, ctx) for c in snapshot.task_runs],
+                           snapshot.source)
+    now = {_identity(c): c for c in children_of(ctx.kube, snapshot.run)}
+    fresh = []
+    for child in snapshot.task_runs:
+        found = now.get(_identity(child))
+        if found is None:
+            log.warning("TaskRun %s is gone or was replaced; the PipelineRun's provenance uses it as first read",
+                        _name(child))
+        fresh.append(found or child)
     return RunSnapshot(snapshot.run, fresh, snapshot.source)
 
 
-def _reread(kube: KubeClient, child: dict[str, Any]) -> dict[str, Any]:
-    meta = _mapping(child.get("metadata"))
-    ns, name, uid = meta.get("namespace") or kube.namespace, meta.get("name", ""), meta.get("uid")
-    try:
-        now = kube.get("taskruns", ns, name)
-    except NotFoundError:
-        log.warning("TaskRun %s/%s is gone; the PipelineRun's provenance uses it as first read", ns, name)
-        return child
-    if uid and _mapping(now.get("metadata")).get("uid") != uid:
-        log.warning("TaskRun %s/%s was replaced (another uid); the PipelineRun's provenance uses it as first read",
-                    ns, name)
-        return child
-    now.setdefault("kind", "TaskRun")
-    now.setdefault("apiVersion", "tekton.dev/v1")
-    return now
+def _identity(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = _mapping(obj.get("metadata"))
+    return str(meta.get("name", "")), str(meta.get("uid", ""))
 
 
 def _with_file_annotations(child: dict[str, Any], ctx: Context) -> dict[str, Any]:

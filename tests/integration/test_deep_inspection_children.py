@@ -162,3 +162,20 @@ def test_finally_provisional_embeds_the_children_as_signed(kube_api: Any, tmp_pa
     report = sign_so_far(_ctx(kube_api, tmp_path, key), "release", "ci", pr["metadata"]["uid"])
     assert report.outcome == "provisional", report
     _embedded_as_now(kube_api, "ci", pr, {"release-clone", "release-build"})
+
+
+def test_reread_lists_once_and_keeps_a_gone_child_as_first_read(kube_api: Any, tmp_path: Path, key: str) -> None:
+    run, children = _load()
+    for obj in (run, *children):
+        kube_api.add(obj)
+    ns = run["metadata"]["namespace"]
+    first = [kube_api.get("taskruns", ns, c["metadata"]["name"]) for c in children]
+    snapshot = RunSnapshot(kube_api.get("pipelineruns", ns, run["metadata"]["name"]), first, "api:test")
+    with kube_api.lock:
+        kube_api.objects[("taskruns", ns, children[0]["metadata"]["name"])]["metadata"]["annotations"] = {"x": "1"}
+    kube_api.delete("taskruns", ns, children[1]["metadata"]["name"])
+    kube_api.request_log.clear()
+    fresh = reread_children(snapshot, _ctx(kube_api, tmp_path, key))
+    assert fresh.task_runs[0]["metadata"]["annotations"] == {"x": "1"}
+    assert fresh.task_runs[1] == first[1]
+    assert [r.method for r in kube_api.request_log].count("GET") <= 2  # one list, one get for the missing child
