@@ -162,3 +162,22 @@ def test_refs_without_another_backend_is_refused(kube_api: Any, tmp_path: Path, 
     assert "chainmail.storage.tekton.mode: refs" in err and "names no backend that holds the payload" in err, err
     assert len(err.strip().splitlines()) <= 2 and "Traceback" not in err
     assert PREFIX + "signed" not in _notes(kube_api, run) or _notes(kube_api, run)[PREFIX + "signed"] != "true"
+
+
+
+def test_a_forged_reference_list_is_bounded(kube_api: Any, tmp_path: Path, key: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Thousands of locations in one annotation: at most 32 are looked at, and a forged one fails."""
+    from chainmail.verify import refs
+
+    code, err, run = _sign(kube_api, tmp_path, capsys, key, "refs")
+    assert code == 0, err
+    md = run["metadata"]
+    short = f"pipelinerun-{md['uid']}"
+    many = [{"backend": "file", "location": f"elsewhere/{i}.signature"} for i in range(5000)]
+    notes = kube_api.objects[("pipelineruns", md["namespace"], md["name"])]["metadata"]["annotations"]
+    notes[CHAINS + f"stored-{short}"] = json.dumps(many)
+    assert len(refs._pointers(notes, short)) == refs.MAX_POINTERS
+    code, _, err = _verify(kube_api, tmp_path, capsys, key, run)
+    assert code == 12, err
+    assert "not to this run's own" in err, err

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,12 @@ if TYPE_CHECKING:
     from chainmail.verify.keys import Key
     from chainmail.verify.runs import Entry, RunObject
 
+log = logging.getLogger("chainmail.verify")
+
+#: At most this many locations per artifact are read (one per backend, one per image for ``oci``); the rest
+#: are skipped, which is safe: only what is read and verified counts.
+MAX_POINTERS = 32
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 #: ``(payload, signature, cert)`` as one backend holds them.
 Fetched = tuple[bytes, bytes, str]
 Fetcher = Callable[["RunObject", str, str, "Context"], Fetched]
@@ -90,7 +98,7 @@ def readable_here(backend: str, ctx: Context) -> bool:
 
 def _digest(annotations: dict[str, Any], key: str) -> str:
     value = annotations.get(key)
-    if not isinstance(value, str) or not value.startswith("sha256:") or len(value) != 71:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise VerificationError(f"no sha256 digest in annotation {key}")
     return value
 
@@ -105,7 +113,10 @@ def _pointers(annotations: dict[str, Any], short: str) -> list[tuple[str, str]]:
             isinstance(p, dict) and isinstance(p.get("backend"), str) and isinstance(p.get("location"), str)
             for p in doc):
         raise VerificationError(f"annotation {key}: expected a list of {{backend, location}}")
-    return [(p["backend"], p["location"]) for p in doc]
+    pointers = list(dict.fromkeys((p["backend"], p["location"]) for p in doc))
+    if len(pointers) > MAX_POINTERS:
+        log.info("annotation %s names %d locations; the first %d are read", key, len(pointers), MAX_POINTERS)
+    return pointers[:MAX_POINTERS]
 
 
 def _run_ref(run: RunObject) -> RunRef:
