@@ -64,6 +64,34 @@ def chain_key(short_key: str) -> str:
     return f"{PREFIX}chain-{short_key}"
 
 
+# ------------------------------------------------------------------ refs mode (chainmail.storage.tekton.mode: refs)
+
+#: Refs mode writes these instead of ``payload-``/``signature-``/``cert-``/``chain-`` (chainmail's own keys:
+#: Chains reads none of them; none starts with ``chains.tekton.dev/signature-``).
+REF_PREFIX = "chainmail.dev/"
+
+
+def payload_digest_key(short_key: str) -> str:
+    """``sha256:<hex>`` of the payload bytes that were signed."""
+    return f"{REF_PREFIX}payload-digest-{short_key}"
+
+
+def signature_digest_key(short_key: str) -> str:
+    """``sha256:<hex>`` of the signature bytes (the DSSE envelope JSON, or the raw DER signature)."""
+    return f"{REF_PREFIX}signature-digest-{short_key}"
+
+
+def stored_key(short_key: str) -> str:
+    """JSON list of ``{"backend": …, "location": …}``: where the payload and signature are kept."""
+    return f"{REF_PREFIX}stored-{short_key}"
+
+
+def stored_short_keys(annotations: Mapping[str, Any]) -> list[str]:
+    """The ``<key>`` of every refs-mode ``chainmail.dev/stored-<key>`` annotation, sorted."""
+    prefix = f"{REF_PREFIX}stored-"
+    return sorted(k[len(prefix):] for k in annotations if k.startswith(prefix))
+
+
 # ------------------------------------------------------------------ reading state
 
 

@@ -90,6 +90,8 @@ KEYS: dict[str, KeySpec] = {
     # chainmail's own settings.
     "chainmail.sign-successful-only": KeySpec("false", kind="bool"),
     "chainmail.storage.file.directory": KeySpec("chainmail-store"),
+    # full: Chains' payload/signature annotations; refs: only digests and where another backend holds them.
+    "chainmail.storage.tekton.mode": KeySpec("full", ("full", "refs"), "enum"),
     "chainmail.retry.deadline-seconds": KeySpec("300", kind="int"),
     "chainmail.retry.max-failed-attempts": KeySpec("5", kind="int"),
     "chainmail.registry.max-blob-bytes": KeySpec("16777216", kind="int"),

@@ -63,7 +63,7 @@ class FinallyReport:
 def sign_so_far(ctx: Context, name: str, namespace: str | None = None, uid: str | None = None, *,
                 options: SweepOptions | None = None) -> FinallyReport:
     """Sign a running PipelineRun's finished child TaskRuns, then a provisional PipelineRun attestation."""
-    from chainmail.snapshot import is_finished
+    from chainmail.snapshot import is_finished, reread_children
     from chainmail.sweep import Sweeper, run_name
 
     kube = ctx.kube
@@ -93,7 +93,7 @@ def sign_so_far(ctx: Context, name: str, namespace: str | None = None, uid: str 
         report.outcome = sweeper.process(pr)
         return report
     try:
-        report.result = sign_provisional(_snapshot(kube, pr, children), ctx)
+        report.result = sign_provisional(reread_children(_snapshot(kube, pr, children), ctx), ctx)  # as signed
         report.outcome = "provisional"
     except Error as exc:
         report.outcome = f"failed: {ann.short_reason(exc)}"

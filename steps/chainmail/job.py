@@ -237,7 +237,7 @@ def sign_with_children(snapshot: RunSnapshot, ctx: Context, *, formats: list[str
     before the PipelineRun's); a TaskRun snapshot yields just its own result.
     """
     from chainmail import annotations
-    from chainmail.snapshot import is_finished
+    from chainmail.snapshot import is_finished, reread_children
 
     results: list[JobResult] = []
     for child in snapshot.task_runs:
@@ -248,6 +248,8 @@ def sign_with_children(snapshot: RunSnapshot, ctx: Context, *, formats: list[str
             results.append(JobResult(sub, skipped="not finished"))
         else:
             results.append(sign_run(sub, ctx, formats=formats))
+    if any(not r.skipped for r in results):  # Chains builds the PipelineRun's provenance from the signed children
+        snapshot = reread_children(snapshot, ctx)
     results.append(sign_run(snapshot, ctx, formats=formats, provisional=provisional))
     return results
 

@@ -25,6 +25,7 @@ from chainmail.models import RunSnapshot
 
 if TYPE_CHECKING:
     from chainmail._internal.kube import KubeClient
+    from chainmail.context import Context
 
 log = logging.getLogger("chainmail.snapshot")
 
@@ -309,3 +310,56 @@ def children_of(kube: KubeClient, pipelinerun: dict[str, Any]) -> list[dict[str,
 def _name(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def reread_children(snapshot: RunSnapshot, ctx: Context) -> RunSnapshot:
+    """A PipelineRun snapshot whose children are as they are *now*, e.g. after they were just signed.
+
+    Chains signs the children first and builds the PipelineRun's provenance from the children as the API
+    then returns them (``slsa-tekton`` deep inspection embeds them whole, with their ``chains.tekton.dev/*``
+    annotations, finalizers and managedFields). The children are listed again (:func:`children_of`: one
+    labelled list call); one gone or replaced (another uid) is kept as first read, with a warning. A snapshot
+    read from a file without a cluster gets the annotations chainmail wrote to the file store
+    (``<run dir>/annotations.json``) instead.
+    """
+    if snapshot.kind != "PipelineRun" or not snapshot.task_runs:
+        return snapshot
+    if snapshot.source.startswith("file") and not ctx.has_kube:
+        return RunSnapshot(snapshot.run, [_with_file_annotations(c, ctx) for c in snapshot.task_runs],
+                           snapshot.source)
+    now = {_identity(c): c for c in children_of(ctx.kube, snapshot.run)}
+    fresh = []
+    for child in snapshot.task_runs:
+        found = now.get(_identity(child))
+        if found is None:
+            log.warning("TaskRun %s is gone or was replaced; the PipelineRun's provenance uses it as first read",
+                        _name(child))
+        fresh.append(found or child)
+    return RunSnapshot(snapshot.run, fresh, snapshot.source)
+
+
+def _identity(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = _mapping(obj.get("metadata"))
+    return str(meta.get("name", "")), str(meta.get("uid", ""))
+
+
+def _with_file_annotations(child: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    import copy
+
+    from chainmail.models import RunRef
+    from chainmail.store_session import file_store_dir, run_dir_name
+
+    meta = _mapping(child.get("metadata"))
+    ref = RunRef("TaskRun", str(meta.get("namespace", "")), str(meta.get("name", "")), str(meta.get("uid", "")))
+    path = file_store_dir(ctx) / run_dir_name(ref) / "annotations.json"
+    try:
+        written = load_json(path.read_bytes()) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError):
+        written = None
+    if not isinstance(written, dict) or not written:
+        return child
+    out = copy.deepcopy(child)
+    notes = out.setdefault("metadata", {}).get("annotations")
+    out["metadata"]["annotations"] = {**(notes if isinstance(notes, dict) else {}),
+                                      **{str(k): str(v) for k, v in written.items()}}
+    return out

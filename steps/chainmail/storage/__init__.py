@@ -35,6 +35,8 @@ class Backend(ABC):
     def __init__(self, session: StoreSession) -> None:
         self.session = session
         self.ctx = session.ctx
+        #: What the backends that ran before this one stored (``tekton`` in refs mode points to them).
+        self.stored_so_far: list[StoredRef] = []
 
     @classmethod  # noqa: B027 - an optional hook: most backends need no check
     def preflight(cls, ctx: Context) -> None:
@@ -77,6 +79,10 @@ def backend_names(signed: Iterable[SignedPayload], ctx: Context) -> dict[str, li
     for name in groups:
         if name in backends:
             backends[name].preflight(ctx)  # a bad setting is a ConfigError before anything is written
+    if "tekton" in groups:
+        from chainmail.storage.tekton import check_refs
+
+        check_refs(ctx, {item.payload.artifact.kind for item in groups["tekton"]})
     return groups
 
 
@@ -224,9 +230,13 @@ def store_all(signed: list[SignedPayload], session: StoreSession, *, check: bool
     refs: list[StoredRef] = []
     failures: list[str] = []
     last: Error | None = None
-    for name, items in groups.items():
+    # tekton last: in refs mode (chainmail.storage.tekton.mode) it records where the others put each payload.
+    for name in sorted(groups, key=lambda n: n == "tekton"):
+        items = groups[name]
         try:
-            refs.extend(registry[name](session).store(items))
+            backend = registry[name](session)
+            backend.stored_so_far = list(refs)
+            refs.extend(backend.store(items))
         except Error as exc:
             log.warning("storage %s failed: %s", name, exc)
             failures.append(f"{name}: {exc}")

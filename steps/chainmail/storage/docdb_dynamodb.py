@@ -149,3 +149,29 @@ def put(url: DocdbUrl, docs: list[dict[str, Any]], ctx: Context) -> str:
     except (BotoCoreError, ClientError) as exc:
         raise _error(exc, table) from None
     return f"dynamodb://{table}"
+
+
+def get(url: DocdbUrl, name: str, ctx: Context) -> dict[str, Any] | None:
+    """The stored ``SignedDocument`` whose ``Name`` is ``name`` (``Signed`` bytes, other fields as strings).
+
+    Only a table keyed by ``Name`` alone can be read by key; None when there is no such item.
+    """
+    opts = check(url)
+    if opts["partition"] != "Name" or opts["sort"]:
+        raise ConfigError(f"storage.docdb.url: table '{opts['table']}' is not keyed by Name alone; a document "
+                          "cannot be read back by its name")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = _client(url, opts["region"], opts["endpoint"], opts["profile"], ctx)
+    try:
+        got = client.get_item(TableName=opts["table"], Key={"Name": {"S": name}}, ConsistentRead=True)
+    except (BotoCoreError, ClientError) as exc:
+        raise _error(exc, opts["table"]) from None
+    found = got.get("Item")
+    if not found:
+        return None
+    out: dict[str, Any] = {}
+    for field in ("Signed", "Signature", "Cert", "Chain", "Name"):
+        value = found.get(field) or {"NULL": True}
+        out[field] = bytes(value["B"]) if "B" in value else str(value.get("S", ""))
+    return out

@@ -39,6 +39,7 @@ from chainmail.snapshot import is_child
 from chainmail.verify.binding import check_run_binding
 from chainmail.verify.keys import Key, load_keys
 from chainmail.verify.model import Verified
+from chainmail.verify.refs import RefsReader
 from chainmail.verify.run_annotations import (
     FAILURE_REASON,
     PROVISIONAL_SIGNED,
@@ -131,7 +132,8 @@ def _verify_signatures(run: RunObject, keys: list[Key], failures: list[str], rea
                        ) -> list[tuple[str, Verified]]:
     """Every stored signature of ``run``, verified and bound to it (failures appended to ``failures``)."""
     out = []
-    entries = read(run, keys) if read is not None else _annotation_entries(run, keys)
+    on_run = read is None or isinstance(read, RefsReader)  # the run's annotations (and refs-mode references)
+    entries = (_annotation_entries(run, keys) + (read(run, keys) if read else [])) if on_run else read(run, keys)
     for short, where, check in entries:
         try:
             item = check()
@@ -146,7 +148,7 @@ def _verify_signatures(run: RunObject, keys: list[Key], failures: list[str], rea
         except (VerificationError, Error) as exc:
             failures.append(f"{where}: {exc}")
         except MALFORMED as exc:
-            what = "annotation" if read is None else "stored object"
+            what = "annotation" if on_run else "stored object"
             failures.append(f"{where}: malformed {what} ({type(exc).__name__})")
     return out
 
@@ -196,6 +198,7 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
     :class:`NoMatchingSignatureError` or :class:`NoSignatureError`.
     """
     keys = load_keys(public_keys, ctx)
+    read = read if read is not None else RefsReader(ctx)
     main_obj, candidates = _snapshot_parts(snapshot_or_obj)
     main = run_object(main_obj)
     failures: list[str] = []
@@ -222,7 +225,7 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
         raise NoSignatureError(f"{main.ref} is not signed: {problem}")
     if not own:
         more = f"; the signatures of its {len(children)} child TaskRun(s) do not stand in for it" if children else ""
-        where = "in the gcs bucket" if read is not None else f"(chains.tekton.dev/signature-{main.own_key})"
+        where = f"(chains.tekton.dev/signature-{main.own_key})" if isinstance(read, RefsReader) else "in the gcs bucket"
         raise NoSignatureError(f"{main.ref} has no signature of its own {where}{more}")
     _note_unmarked(main)
     return verified

@@ -152,6 +152,11 @@ def _steps_match(tr: TaskRunView) -> list[dict[str, Any]] | None:
 
 
 def _pipelinerun_build_config(pr: PipelineRunView) -> dict[str, Any]:
+    """``buildConfig.tasks``: one entry per completed child TaskRun, in pipelineSpec order (tasks, then finally).
+
+    ``after`` is the declared ``runAfter`` plus the tasks whose results are referenced; a finally task left
+    with none gets the last regular task (spec order) that has a TaskRun: skipped tasks never, failed ones do.
+    """
     if pr.pipeline_spec is None:
         return {"tasks": None}
     regular = len(pr.pipeline_spec.get("tasks") or [])
@@ -160,7 +165,10 @@ def _pipelinerun_build_config(pr: PipelineRunView) -> dict[str, Any]:
     last = ""
     for index, task in enumerate(pr.pipeline_tasks()):
         name = str(task.get("name", ""))
-        for tr in pr.task_runs_for(name):
+        runs = pr.task_runs_for(name)
+        if not runs:
+            continue  # skipped (no TaskRun): it never becomes a finally task's implied "after"
+        for tr in runs:
             if tr.completion is None:
                 continue
             steps = _steps_match(tr)
@@ -171,7 +179,7 @@ def _pipelinerun_build_config(pr: PipelineRunView) -> dict[str, Any]:
                 if ref not in after:
                     after.append(ref)
             if not after and index >= regular and last:
-                after.append(last)
+                after.append(last)  # implied: the last regular task that has a TaskRun, in spec order
             entry: dict[str, Any] = {"name": name} if name else {}
             if after:
                 entry["after"] = after
