@@ -96,6 +96,8 @@ KEYS: dict[str, KeySpec] = {
     "chainmail.retry.max-failed-attempts": KeySpec("5", kind="int"),
     "chainmail.registry.max-blob-bytes": KeySpec("16777216", kind="int"),
     "chainmail.namespace-keys": KeySpec(""),
+    # Comma list of namespaces the watcher and `sweep` sign ("" = every namespace): Chains' --namespace flag.
+    "chainmail.namespaces": KeySpec(""),
     "chainmail.sign.verify-images-exist": KeySpec("true", kind="bool"),
     "chainmail.transparency.trusted-root": KeySpec(""),  # trusted_root.json or log PEM; "": production
 }

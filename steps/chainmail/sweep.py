@@ -113,6 +113,19 @@ def load_namespace_keys(source: str | Path | None) -> dict[str, str]:
     return {k: v.strip() for k, v in doc.items()}
 
 
+NAMESPACES_KEY = "chainmail.namespaces"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def watched_namespaces(value: str) -> frozenset[str] | None:
+    """The namespaces ``chainmail.namespaces`` names, or None when it names none (every namespace)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    bad = [name for name in names if not _DNS_LABEL.fullmatch(name)]
+    if bad:
+        raise ConfigError(f"{NAMESPACES_KEY}: {bad[0]!r} is not a namespace name")
+    return frozenset(names) or None
+
+
 # ------------------------------------------------------------------ options and report
 
 
@@ -275,6 +288,7 @@ class Sweeper:
         self.report = SweepReport()
         self.kube = ctx.kube
         self.max_failed = ctx.config.int("chainmail.retry.max-failed-attempts")
+        self.namespaces = watched_namespaces(ctx.config.get(NAMESPACES_KEY))
         self._contexts: dict[str | None, Context] = {ctx.key: ctx}
         self._ctx_lock = threading.Lock()
         self._cutoff = time.time() - self.options.since if self.options.since else None
@@ -290,6 +304,8 @@ class Sweeper:
         if not is_finished(obj):
             return "not finished"
         meta = obj.get("metadata") or {}
+        if self.namespaces is not None and meta.get("namespace") not in self.namespaces:
+            return f"namespace not in {NAMESPACES_KEY}"
         if ((meta.get("labels") or {}).get(ann.SKIP_LABEL) or "").lower() == "true":
             return f"labelled {ann.SKIP_LABEL}=true"
         state = (meta.get("annotations") or {}).get(ann.SIGNED)
@@ -396,10 +412,17 @@ class Sweeper:
         for kind in ("TaskRun", "PipelineRun"):
             if kind not in self.options.kinds or budget[0] == 0:
                 continue
-            objects = listing(self.kube, _PLURAL[kind], self.options.namespace, page=self.options.page)
-            self._phase(objects, kind, budget)
+            self._phase(self._listings(kind), kind, budget)
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    def _listings(self, kind: str) -> Iterator[dict[str, Any]]:
+        """The runs of one kind in scope: one namespace, every watched namespace, or the whole cluster."""
+        if self.options.namespace is not None or self.namespaces is None:
+            yield from listing(self.kube, _PLURAL[kind], self.options.namespace, page=self.options.page)
+            return
+        for namespace in sorted(self.namespaces):
+            yield from listing(self.kube, _PLURAL[kind], namespace, page=self.options.page)
 
     def _phase(self, objects: Iterable[dict[str, Any]], kind: str, budget: list[int]) -> None:
         workers = max(1, self.options.concurrency)

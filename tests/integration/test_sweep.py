@@ -205,6 +205,29 @@ def test_namespace_keys(kube_api, tmp_path, key, shared):
     assert envelope_keyid(kube_api, "team-a", "a") != envelope_keyid(kube_api, "team-b", "b")
 
 
+def test_watched_namespaces_limit_what_sweep_signs(kube_api, tmp_path, key):
+    for ns in ("team-a", "team-b", "team-c"):
+        kube_api.add(completed_taskrun("build", ns))
+    ctx = make_ctx(kube_api, tmp_path, key, **{"chainmail.namespaces": "team-a, team-c"})
+    report = sweep(ctx, SweepOptions())
+    assert report.signed == 2
+    assert {ns for ns in ("team-a", "team-b", "team-c")
+            if ann.is_signed(kube_api.get("taskruns", ns, "build"))} == {"team-a", "team-c"}
+    lists = [r for r in kube_api.request_log if r.method == "GET" and r.path.endswith("/taskruns")]
+    assert sorted(r.path for r in lists) == ["/apis/tekton.dev/v1/namespaces/team-a/taskruns",
+                                             "/apis/tekton.dev/v1/namespaces/team-c/taskruns"]
+    # a namespace named with -n but not watched (the watcher's per-event sweep) is left to others
+    report = sweep(ctx, SweepOptions(namespace="team-b"))
+    assert report.signed == 0 and report.skipped == Counter({"namespace not in chainmail.namespaces": 1})
+
+
+def test_watched_namespaces_must_be_namespace_names(kube_api, tmp_path, key, capsys):
+    code, _, err = _main(["sweep", "-A", "--kubeconfig", str(kube_api.kubeconfig(tmp_path)), "--key", key,
+                          *_sets(), "--set", "chainmail.namespaces=team-a,Team_B"], capsys)
+    assert code == 3
+    assert err.strip() == "Error: chainmail.namespaces: 'Team_B' is not a namespace name"
+
+
 def test_failures_are_reported_and_the_rest_finish(kube_api, tmp_path, key):
     for i in range(5):
         kube_api.add(completed_taskrun(f"run-{i}"))

@@ -91,6 +91,25 @@ def generate(
         typer.echo(f"{labels[Path(path).name]} written to {path}")
 
 
+@app.command("copy")
+def copy(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="k8s://NAMESPACE/SECRET to copy from.")],
+    dest: Annotated[str, typer.Argument(metavar="DEST", help="k8s://NAMESPACE/SECRET to create.")],
+    force: ForceOpt = False,
+    kubeconfig: KubeconfigOpt = None,
+) -> None:
+    """Copy a signing key Secret, e.g. Chains' signing-secrets into the watcher's namespace.
+
+    The key is loaded (and its password checked) before anything is written; only the key
+    entries are copied, into an immutable Secret. Nothing secret is printed.
+    """
+    from chainmail.context import Context
+    from chainmail.signing.keys import copy_keypair
+
+    entries = copy_keypair(source, dest, Context(kubeconfig=kubeconfig), force=force)
+    typer.echo(f"copied {', '.join(entries)} from {source} to {dest}")
+
+
 @app.command("public-key")
 def public_key(
     ref: Annotated[str | None, typer.Argument(

@@ -211,6 +211,32 @@ def write_keypair(dest: str, password: bytes, ctx: Context, *, force: bool = Fal
     return [str(directory / n) for n in names]
 
 
+#: What a signing Secret may hold and a copy carries over (nothing else in the Secret is copied).
+KEY_SECRET_ENTRIES = (PRIVATE_KEY_FILE, PASSWORD_FILE, PUBLIC_KEY_FILE, X509_FILE)
+
+
+def copy_keypair(source: str, dest: str, ctx: Context, *, force: bool = False) -> list[str]:
+    """Copy a signing key Secret (``k8s://NS/NAME``) to another, after checking that it signs.
+
+    Only the key entries are copied; ``cosign.pub`` is added when the source lacks it. The
+    destination is created immutable and kept unless ``force``. Returns the entries copied.
+    """
+    from chainmail.signing import load_signer
+
+    src_ns, src_name = parse_k8s_uri(source)
+    dst_ns, dst_name = parse_k8s_uri(dest)
+    if (src_ns, src_name) == (dst_ns, dst_name):
+        raise InputError(f"{source}: source and destination are the same Secret")
+    signer = load_signer(f"k8s://{src_ns}/{src_name}", ctx)  # refuses a Secret with no usable key
+    data = {k: v for k, v in ctx.kube.get_secret(src_ns, src_name).items() if k in KEY_SECRET_ENTRIES}
+    if PRIVATE_KEY_FILE in data:
+        data.setdefault(PUBLIC_KEY_FILE, signer.public_key_pem.encode())
+    if not force and _secret_exists(ctx, dst_ns, dst_name):
+        raise InputError(f"secret {dest} already exists; not overwriting it", hint="pass --force to replace it")
+    ctx.kube.apply_secret(dst_ns, dst_name, data, immutable=True)
+    return sorted(data)
+
+
 def parse_k8s_uri(uri: str) -> tuple[str, str]:
     """(namespace, name) from ``k8s://NAMESPACE/NAME``; :class:`InputError` otherwise."""
     rest = uri.removeprefix("k8s://").strip("/")
