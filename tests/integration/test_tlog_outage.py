@@ -1,13 +1,16 @@
-"""A transparency log that goes down for 60 s in the middle of a sweep loses no run and logs none twice.
+"""Rekor, or Rekor and Fulcio, down for 60 s during a sweep: no run lost, none logged twice.
 
-Rekor (the local Sigstore stack, tests/sigstore/server.mjs) sits behind a
+The local Sigstore stack (tests/sigstore/server.mjs, Fulcio and Rekor on one port) sits behind a
 :class:`~doubles.faultproxy.FaultProxy`; the registry and the Kubernetes API double are reached
 directly. With ``transparency.enabled: true`` a run may only end ``signed: "true"`` with its log
-entry, so every run signed during the outage has to wait for the log and then carry it.
+entry, so every run signed during the outage has to wait for the log and then carry it. Key-signed:
+the log goes down after the first runs are signed. Keyless: both are down from the start, so the
+sweep's first certificate request has to outlast the outage too.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import sys
@@ -44,9 +47,24 @@ def _tree_size(url: str) -> int:
     return int(requests.get(f"{url}/api/v1/log", timeout=5).json()["treeSize"])
 
 
-def test_sweep_outlasts_a_60_second_rekor_outage(sigstore_stack, registry, kube_api, fault_proxy_factory,
-                                                 tmp_path, key):
-    rekor_proxy = fault_proxy_factory(urlsplit(sigstore_stack.url).netloc, name="rekor")
+def _keyless_token(path: Path) -> Path:
+    """An unsigned JWT shaped like a projected service-account token for audience sigstore (the mock
+    Fulcio does not check the signature)."""
+    now = int(time.time())
+    claims = {"iss": "https://kubernetes.default.svc.cluster.local", "aud": ["sigstore"], "iat": now,
+              "exp": now + 900, "sub": "https://kubernetes.io/namespaces/chainmail/serviceaccounts/chainmail-signer"}
+
+    def part(doc: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+
+    path.write_text(f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl\n")
+    return path
+
+
+@pytest.mark.parametrize(("signer", "signed_before"), [("key", SIGNED_BEFORE), ("keyless", 0)])
+def test_sweep_outlasts_a_60_second_sigstore_outage(signer, signed_before, sigstore_stack, registry, kube_api,
+                                                    fault_proxy_factory, tmp_path, key):
+    rekor_proxy = fault_proxy_factory(urlsplit(sigstore_stack.url).netloc, name="sigstore")
     fleet = Fleet(kube_api, registry, tmp_path, prefix="tlog-outage")
     fleet.add(RUNS)
     size_before = _tree_size(sigstore_stack.url)
@@ -55,6 +73,9 @@ def test_sweep_outlasts_a_60_second_rekor_outage(sigstore_stack, registry, kube_
         "transparency.url": rekor_proxy.url,
         "chainmail.transparency.trusted-root": str(sigstore_stack.trusted_root),
     }
+    if signer == "keyless":
+        sets.update({"signers.x509.fulcio.enabled": "true", "signers.x509.fulcio.address": rekor_proxy.url,
+                     "signers.x509.identity.token.file": str(_keyless_token(tmp_path / "oidc-token"))})
     outage: dict[str, float] = {}
     done = threading.Event()
 
@@ -62,7 +83,7 @@ def test_sweep_outlasts_a_60_second_rekor_outage(sigstore_stack, registry, kube_
         while not done.is_set():
             signed = sum(1 for run in fleet.runs
                          if fleet.annotations(run).get("chains.tekton.dev/signed") == "true")
-            if signed >= SIGNED_BEFORE:
+            if signed >= signed_before:
                 outage["signed-before"] = signed
                 rekor_proxy.outage_for(OUTAGE_SECONDS, cut_in_flight=False).join(OUTAGE_SECONDS + 5)
                 outage["end"] = time.monotonic()
@@ -78,7 +99,7 @@ def test_sweep_outlasts_a_60_second_rekor_outage(sigstore_stack, registry, kube_
     done.set()
     watcher.join(OUTAGE_SECONDS + 10)
     stats = rekor_proxy.stats()
-    print("\n[rekor outage] " + json.dumps({
+    print(f"\n[{signer}: sigstore outage] " + json.dumps({
         "runs": RUNS, "signed_before_outage": outage.get("signed-before"), "seconds": round(result.seconds, 1),
         "rejected_during_outage": stats["outage-rejected"], "retries": result.retries["total"]}))
 
@@ -99,6 +120,8 @@ def test_sweep_outlasts_a_60_second_rekor_outage(sigstore_stack, registry, kube_
             (layer,) = fleet.layers(run, suffix)
             entry = json.loads(layer["annotations"][BUNDLE])
             assert entry["Payload"]["logIndex"] >= 0
+            has_cert = "dev.sigstore.cosign/certificate" in layer["annotations"]
+            assert has_cert == (signer == "keyless"), layer["annotations"]
     assert len(set(indexes)) == RUNS
     # One image signature and one attestation per run, each logged once: retries never log twice.
     assert _tree_size(sigstore_stack.url) - size_before == 2 * RUNS
