@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chainmail._internal import crashpoints
 from chainmail.context import Context
@@ -239,19 +240,39 @@ def sign_with_children(snapshot: RunSnapshot, ctx: Context, *, formats: list[str
     from chainmail import annotations
     from chainmail.snapshot import is_finished, reread_children
 
-    results: list[JobResult] = []
-    for child in snapshot.task_runs:
+    def child_result(child: dict[str, Any]) -> JobResult:
         sub = RunSnapshot(child, [], snapshot.source)
         if annotations.is_signed(child):
-            results.append(JobResult(sub, skipped="already signed"))
-        elif not is_finished(child):
-            results.append(JobResult(sub, skipped="not finished"))
-        else:
-            results.append(sign_run(sub, ctx, formats=formats))
+            return JobResult(sub, skipped="already signed")
+        if not is_finished(child):
+            return JobResult(sub, skipped="not finished")
+        return sign_run(sub, ctx, formats=formats)
+
+    results = _in_order(child_result, snapshot.task_runs)
     if any(not r.skipped for r in results):  # Chains builds the PipelineRun's provenance from the signed children
         snapshot = reread_children(snapshot, ctx)
     results.append(sign_run(snapshot, ctx, formats=formats, provisional=provisional))
     return results
+
+
+#: Child TaskRuns of one PipelineRun signed at the same time (each is its own API and registry work).
+CHILD_CONCURRENCY = 4
+
+
+def _in_order(work: Callable[[dict[str, Any]], JobResult], children: Sequence[dict[str, Any]]) -> list[JobResult]:
+    """``work`` on every child, up to :data:`CHILD_CONCURRENCY` at once; results (or the first error) in order."""
+    if len(children) < 2:
+        return [work(child) for child in children]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(CHILD_CONCURRENCY, len(children)),
+                            thread_name_prefix="child") as pool:
+        futures = [pool.submit(work, child) for child in children]
+        errors = [f.exception() for f in futures]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+    return [f.result() for f in futures]
 
 
 def summary_text(result: JobResult) -> str:

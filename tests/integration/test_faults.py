@@ -115,7 +115,7 @@ def test_sweep_through_20_percent_faults_signs_every_run_once(registry, kube_api
     api_proxy.configure(FAULT_RATE)  # every kind, lost answers to the claim and mark PATCHes included
 
     result = run_chainmail(fleet.sweep_args(key, concurrency=FAULT_CONCURRENCY,
-                                            sets={"chainmail.retry.deadline-seconds": "60"}),
+                                            sets={"chainmail.retry.deadline-seconds": "120"}),
                            tmp_path, timeout=300)
     reg_stats, api_stats = reg_proxy.stats(), api_proxy.stats()
     figures("20% faults", runs=FAULT_RUNS, seconds=round(result.seconds, 1),

@@ -345,3 +345,36 @@ def test_sweeper_reuses_listed_objects(kube_api, tmp_path, key):
     Sweeper(make_ctx(kube_api, tmp_path, key), SweepOptions(kinds=("TaskRun",))).run()
     methods = Counter(r.method for r in kube_api.request_log)
     assert methods == Counter({"PATCH": 10, "GET": 1})
+
+
+def test_children_of_a_pipelinerun_are_signed_side_by_side_then_the_pipelinerun(kube_api, tmp_path, key):
+    from chainmail.job import CHILD_CONCURRENCY, sign_with_children
+    from chainmail.snapshot import from_cluster
+
+    pr, children = pipelinerun_with_children("wide", "ci", tasks=tuple(f"t{i}" for i in range(8)))
+    for child in children:
+        kube_api.add(child)
+    kube_api.add(pr)
+    in_flight, peak, order = [0], [0], []
+    lock = threading.Lock()
+
+    def slow_patch(method: str, path: str, query: dict[str, str]) -> None:
+        if method != "PATCH":
+            return
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            order.append(path.rsplit("/", 2)[-2])
+        time.sleep(0.05)  # a PATCH as slow as a busy API server's, so that overlap shows
+        with lock:
+            in_flight[0] -= 1
+
+    kube_api.hooks.append(slow_patch)
+    ctx = make_ctx(kube_api, tmp_path, key)
+    results = sign_with_children(from_cluster(ctx.kube, "PipelineRun", "ci", "wide"), ctx)
+    assert [r.snapshot.ref.name for r in results] == [*(c["metadata"]["name"] for c in children), "wide"]
+    assert all(not r.skipped for r in results)
+    assert 2 <= peak[0] <= CHILD_CONCURRENCY
+    # every child's PATCHes come before the PipelineRun's first
+    first_pr = order.index("pipelineruns")
+    assert "taskruns" not in order[first_pr:]
