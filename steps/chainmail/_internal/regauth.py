@@ -154,6 +154,8 @@ class TokenCache:
         self._lock = threading.Lock()
         self._tokens: dict[TokenKey, tuple[str, float]] = {}
         self._flights: dict[TokenKey, threading.Lock] = {}
+        #: Keys whose fresh token the registry still refused (insufficient_scope), until that token expires.
+        self._denied: dict[TokenKey, float] = {}
         self._limit = limit
         self._clock = clock
         #: Tokens fetched through :meth:`fetch` (tests and reports).
@@ -193,10 +195,30 @@ class TokenCache:
                     self._tokens[key] = (token, self._clock() + ttl - margin)
             return token
 
+    def deny(self, key: TokenKey) -> None:
+        """Remember that even a fresh token for ``key`` lacks the access: later calls fail without asking."""
+        with self._lock:
+            hit = self._tokens.get(key)
+            if hit is not None:
+                if len(self._denied) >= self._limit:
+                    self._denied.clear()
+                self._denied[key] = hit[1]
+
+    def denied(self, key: TokenKey) -> bool:
+        with self._lock:
+            until = self._denied.get(key)
+            if until is None:
+                return False
+            if until <= self._clock():
+                del self._denied[key]
+                return False
+            return True
+
     def clear(self) -> None:
         with self._lock:
             self._tokens.clear()
             self._flights.clear()
+            self._denied.clear()
             self.fetches = 0
 
 

@@ -468,8 +468,8 @@ class RegistryClient:
                 return {}
             raw = f"{creds.username}:{creds.password}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-        login = login_id(creds.username, creds.password + creds.identity_token) if creds else ""
-        key = (host, login, scopes)
+        key = self._token_key(host, scopes)
+        login = key[1]
         if stale is None and len(scopes) == 1 and scopes[0].endswith(":pull"):
             wider = TOKENS.get((host, login, (scopes[0] + ",push",)))
             if wider is not None:
@@ -536,6 +536,8 @@ class RegistryClient:
         target = url or f"{self.base_url(ref)}/{path}"
         own = same_origin(target, self.base_url(ref))
         scopes = merge_scopes([repository_scope(repo, actions), *extra_scopes])
+        if own and TOKENS.denied(self._token_key(host, scopes)):
+            raise self._scope_denied(method, ref, actions)
         auth = self._authorization(host, scopes) if own else {}
         refetched = False
         while True:
@@ -557,8 +559,22 @@ class RegistryClient:
                 break
             auth = fresh
         if resp.status_code in (401, 403):
-            raise self._denied(method, ref, actions, resp, auth)
+            error = self._denied(method, ref, actions, resp, auth)
+            if refetched and isinstance(error, RegistryPushDeniedError):
+                TOKENS.deny(self._token_key(host, scopes))
+            raise error
         return resp
+
+    def _token_key(self, host: str, scopes: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
+        creds = self.credentials(host)
+        return host, login_id(creds.username, creds.password + creds.identity_token) if creds else "", scopes
+
+    def _scope_denied(self, method: str, ref: Reference, actions: str,
+                      why: str = "insufficient_scope, refused earlier") -> RegistryPushDeniedError:
+        host, repo = ref.registry, ref.repository
+        return RegistryPushDeniedError(
+            f"registry {host} refused the push to {repo} ({method}: {why}): the login has no push access",
+            hint=f"give the login for {host} push access to {repo}, or store elsewhere (storage.oci.repository)")
 
     def _denied(self, method: str, ref: Reference, actions: str, resp: requests.Response,
                 auth: dict[str, str]) -> RegistryAuthError:
@@ -570,11 +586,8 @@ class RegistryClient:
         accepted = resp.status_code == 403 or (sent.startswith("Bearer ") and challenge is not None
                                                and challenge.insufficient_scope)
         if "push" in actions.split(",") and has_login and accepted:
-            return RegistryPushDeniedError(
-                f"registry {host} refused the push to {repo} ({method}: HTTP {resp.status_code}"
-                f"{', insufficient_scope' if resp.status_code == 401 else ''}): the login has no push access",
-                hint=f"give the login for {host} push access to {repo}, or store elsewhere "
-                     "(storage.oci.repository)")
+            return self._scope_denied(method, ref, actions, f"HTTP {resp.status_code}"
+                                      f"{', insufficient_scope' if resp.status_code == 401 else ''}")
         return RegistryAuthError(f"registry {host} denied {method} on {repo}: HTTP {resp.status_code}",
                                  hint=_auth_hint(host, has_login))
 
