@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -421,3 +422,88 @@ def test_head_with_junk_headers_falls_back_to_get(evil: HostileServer, tmp_path:
     evil.on("/v2/demo/manifests/v1", manifest(raw), method="GET")
     assert _hostile_client(tmp_path, evil).head_manifest(f"{evil.host}/demo:v1") == (
         sha256_of(raw), OCI_MANIFEST, len(raw))
+
+
+# -- hostile token endpoints ---------------------------------------------------------------------------
+
+def _bearer_server(realm_path: str = "/token") -> HostileServer:
+    server = HostileServer(max_lifetime=60)
+    server.on("/v2/", reply(401, b"", {"WWW-Authenticate": f'Bearer realm="{server.url}{realm_path}",service="s"'}),
+              prefix=True)
+    return server
+
+
+def _with_bearer(server: HostileServer, behaviour: Any) -> Any:
+    """``behaviour`` for a request with a Bearer token, the server's challenge for one without."""
+    challenge = reply(401, b"", {"WWW-Authenticate": f'Bearer realm="{server.url}/token",service="s"'})
+
+    def run(h: Any) -> None:
+        (behaviour if h.headers.get("Authorization", "").startswith("Bearer ") else challenge)(h)
+
+    return run
+
+
+@pytest.mark.parametrize(("behaviour", "words"), [
+    (flood(8 * 1024 * 1024), "limit"),
+    (flood(8 * 1024 * 1024, declare=False), "limit"),
+    (reply(200, b"[" * 200_000), "JSON"),
+    (reply(200, b'{"token": "a b\\r\\nX-Evil: 1"}'), "malformed token"),
+    (reply(200, b'{"expires_in": 60}'), "no 'token'"),
+    (reply(500, b"oops"), "unavailable"),
+])
+def test_hostile_token_answers_are_clean_errors(tmp_path: Path, behaviour: object, words: str) -> None:
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    try:
+        server.on("/token", behaviour)  # type: ignore[arg-type]
+        client = _hostile_client(tmp_path, server, deadline=1.0)
+        with pytest.raises(StorageError) as info:
+            client.get_manifest(f"{server.host}/demo:v1")
+        assert words in str(info.value)
+        assert "hunter2" not in info.value.diagnostics() and "X-Evil" not in info.value.diagnostics()
+    finally:
+        server.close()
+
+
+def test_token_never_reaches_logs_or_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Anything logged or raised while a token is in use names neither it nor the password."""
+    import logging
+
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    secret_token = "SECRETTOKEN-" + "x" * 40
+    try:
+        server.on("/token", reply(200, json.dumps({"access_token": secret_token, "expires_in": 300}).encode()))
+        server.on("/v2/demo/manifests/v1", _with_bearer(server, reply(403, b'{"errors": [{"code": "DENIED"}]}')))
+        client = _hostile_client(tmp_path, server)
+        with caplog.at_level(logging.DEBUG), pytest.raises(RegistryAuthError) as info:
+            client.get_manifest(f"{server.host}/demo:v1")
+        assert secret_token not in info.value.diagnostics() and secret_token not in caplog.text
+        assert "hunter2" not in caplog.text
+        assert [s.authorization for s in server.requests_to("/manifests/")][-1] == f"Bearer {secret_token}"
+        token_asks = server.requests_to("/token")
+        assert token_asks and token_asks[0].authorization.startswith("Basic ")
+    finally:
+        server.close()
+
+
+def test_token_endpoint_redirect_to_another_host_gets_no_login(tmp_path: Path) -> None:
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    other = HostileServer(max_lifetime=60)
+    try:
+        other.on("/elsewhere", reply(200, b'{"token": "tok"}'))
+        server.on("/token", redirect(f"{other.url}/elsewhere"))
+        server.on("/v2/demo/manifests/v1", _with_bearer(server, reply(404)))
+        client = _hostile_client(tmp_path, server)
+        assert client.get_manifest(f"{server.host}/demo:v1") is None
+        assert [s.authorization for s in other.seen] == [""]
+    finally:
+        other.close()
+        server.close()
