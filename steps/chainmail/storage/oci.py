@@ -666,7 +666,7 @@ class OciBackend(Backend):
         secrets: list[tuple[str, Any]] = []
         for name in names:
             try:
-                secrets.append((name, kube.get_secret(namespace, name)))
+                secrets.append((name, kube.get_secret_object(namespace, name)))
             except ClusterAuthError:
                 warn_ungranted(namespace, account)
             except Error as exc:
