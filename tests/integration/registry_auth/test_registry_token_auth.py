@@ -1,7 +1,7 @@
 """chainmail against the real ``docker-registry`` configured with ``auth: token`` and a JWT issuer of ours.
 
-Logins: ``pusher`` may pull and push everywhere; ``reader`` may only pull; anonymous may pull
-``public/*``. The issuer (``token_issuer.py``) grants the intersection of what is asked and what is
+Logins: ``pusher`` may pull and push everywhere; ``reader`` may only pull; ``teamonly`` may pull and
+push ``team/*`` only; anonymous may pull ``public/*``. The issuer (``token_issuer.py``) grants the intersection of what is asked and what is
 allowed, as docker's auth server does, and logs every token request.
 """
 
@@ -29,7 +29,7 @@ from doubles.registry import RegistryServer, push_test_image, start_registry, st
 pytestmark = pytest.mark.registry
 
 REPO = Path(__file__).resolve().parents[3]
-USERS = {"pusher": "push-pass-1", "reader": "read-pass-2"}
+USERS = {"pusher": "push-pass-1", "reader": "read-pass-2", "teamonly": "team-pass-3"}
 STORE = ["--set", "chainmail.retry.deadline-seconds=5", "--set", "artifacts.taskrun.storage=oci",
          "--set", "artifacts.oci.storage=oci"]
 
@@ -39,6 +39,8 @@ def rights(user: str | None, repository: str) -> set[str]:
         return {"pull", "push"}
     if user == "reader":
         return {"pull"}
+    if user == "teamonly":
+        return {"pull", "push"} if repository.startswith("team/") else set()
     return {"pull"} if repository.startswith("public/") else set()
 
 
@@ -229,3 +231,19 @@ def test_cross_repository_mount(token_registry: RegistryServer, issuer: TokenIss
     sent = request_counts()[host]
     assert sent.get("PUT", 0) == 0 and sent["POST"] >= 1, sent  # mounted: no upload
     assert token_registry.get_blob("team/target", desc["digest"]) == data
+
+
+def test_mount_from_a_repository_the_login_cannot_read_falls_back_to_upload(
+        token_registry: RegistryServer, issuer: TokenIssuer, tmp_path: Path) -> None:
+    host = token_registry.host
+    data = b"a layer in a vault " + tmp_path.name.encode()
+    pusher = RegistryClient(docker_config=docker_config(tmp_path / "p", host, "pusher", USERS["pusher"]))
+    pusher.push_blob(Reference.parse(f"{host}/vault/secret"), data)  # the process now knows it is in vault/secret
+    limited = RegistryClient(docker_config=docker_config(tmp_path / "t", host, "teamonly", USERS["teamonly"]))
+    issuer.reset()
+    reset_request_counts()
+    desc = limited.push_blob(Reference.parse(f"{host}/team/copy"), data)
+    assert ["repository:team/copy:pull,push", "repository:vault/secret:pull"] in [sorted(r.scopes)
+                                                                                 for r in issuer.requests]
+    assert request_counts()[host].get("PUT") == 1  # uploaded, not mounted
+    assert token_registry.get_blob("team/copy", desc["digest"]) == data
