@@ -15,13 +15,17 @@ session per thread, retries until the configured deadline) and makes no call it 
 oras-py is only used by ``chainmail catalog bundle push`` (see :mod:`chainmail.bundle`).
 
 Auth follows the distribution token spec: an anonymous first request; on ``401`` the
-``WWW-Authenticate`` challenge decides between HTTP Basic (credentials sent with every later
-request to that host) and Bearer (a token fetched from the realm for
-``repository:<repo>:<actions>``, cached per host, repository and actions until it expires).
+``WWW-Authenticate`` challenge (remembered per host for the process) decides between HTTP Basic
+(credentials sent with every later request to that host) and Bearer (a token fetched from the realm
+for ``repository:<repo>:<actions>``, cached process-wide per registry, login and scope, single-flight;
+see :mod:`chainmail._internal.regauth`). A ``401`` to a token brings one re-fetch with the scope the
+challenge names; a push still refused to an accepted login is :class:`RegistryPushDeniedError`
+(exit 34). Uploads mount a blob from another repository of the registry when it is known to be there.
 Credentials come from a docker ``config.json`` (a directory or a file, also a
 ``.dockerconfigjson`` secret file; ``auths`` entries with ``auth`` or ``username``/``password``
 or ``identitytoken``; ``credHelpers``/``credsStore`` helpers when their binary is on PATH),
-then from :meth:`RegistryClient.add_credentials` (the run service account's secrets).
+then from :meth:`RegistryClient.add_credentials` (the run service account's secrets, see
+:mod:`chainmail.storage.run_credentials`). docs/registries.md has the user-facing rules.
 Error messages name the registry and repository, never a credential.
 
 What a registry sends is bounded (see :mod:`chainmail._internal.http` for time and redirects):
