@@ -18,6 +18,7 @@ from chainmail._internal.regauth import (
     parse_challenge,
     parse_token_response,
     repository_scope,
+    widen,
 )
 
 
@@ -68,6 +69,14 @@ def test_scopes() -> None:
         ("repository:a:pull,push", "repository:b:pull")
     assert merge_scopes(["repository:host:5000/a:pull"]) == ("repository:host:5000/a:pull",)
     assert merge_scopes(["nonsense", "repository:a:pull,push", "repository:a:pull"]) == ("repository:a:pull,push",)
+
+
+def test_a_challenge_widens_only_the_resources_asked_about() -> None:
+    mine = ("repository:team/app:pull",)
+    assert widen(mine, ["repository:team/app:pull,push"]) == ("repository:team/app:pull,push",)
+    assert widen(mine, ["repository:other/repo:pull,push", "registry:catalog:*"]) == mine
+    with_source = ("repository:team/app:pull,push", "repository:team/src:pull")
+    assert widen(with_source, ["repository:team/src:pull"]) == with_source
 
 
 def test_token_answers() -> None:

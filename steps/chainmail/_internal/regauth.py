@@ -112,6 +112,16 @@ def merge_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"{resource}:{','.join(sorted(acts))}" for resource, acts in sorted(merged.items()))
 
 
+def widen(scopes: tuple[str, ...], asked: Iterable[str]) -> tuple[str, ...]:
+    """``scopes`` plus the ``asked`` scopes (from a challenge) that name a resource already in ``scopes``.
+
+    A registry may only widen the actions on what the request is about: a challenge naming another
+    repository does not make chainmail ask for a token there.
+    """
+    resources = {s.rpartition(":")[0] for s in scopes}
+    return merge_scopes([*scopes, *(s for s in asked if s.rpartition(":")[0] in resources)])
+
+
 def parse_token_response(body: bytes) -> tuple[str, float]:
     """``(token, expires_in)`` from a token endpoint's JSON (``token`` or ``access_token``).
 

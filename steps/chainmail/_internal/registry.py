@@ -72,6 +72,7 @@ from chainmail._internal.regauth import (
     parse_challenge,
     parse_token_response,
     repository_scope,
+    widen,
 )
 from chainmail.errors import (
     ConfigError,
@@ -557,7 +558,7 @@ class RegistryClient:
             if sent.startswith("Bearer "):
                 refetched, stale = True, sent[len("Bearer "):]
                 if challenge.insufficient_scope:
-                    scopes = merge_scopes([*scopes, *challenge.scopes])
+                    scopes = widen(scopes, challenge.scopes)
             fresh = self._authorization(host, scopes, stale=stale)
             if not fresh or fresh == auth:
                 break
