@@ -507,3 +507,38 @@ def test_token_endpoint_redirect_to_another_host_gets_no_login(tmp_path: Path) -
     finally:
         other.close()
         server.close()
+
+
+def test_basic_403_on_push_is_push_denied_but_401_is_bad_login(evil: HostileServer, tmp_path: Path) -> None:
+    from chainmail.errors import RegistryPushDeniedError
+
+    evil.on("/v2/demo/manifests/v1", reply(403, b'{"errors": [{"code": "DENIED"}]}'), method="PUT")
+    client = _hostile_client(tmp_path, evil)
+    with pytest.raises(RegistryPushDeniedError) as info:
+        client.put_manifest(f"{evil.host}/demo", "v1", b"{}", OCI_MANIFEST)
+    assert info.value.exit_code == 34 and "hunter2" not in info.value.diagnostics()
+    (tmp_path / "w").mkdir()
+    wrong = RegistryClient(docker_config=_config(tmp_path / "w", evil.host, "robot", "not-it"))
+    with pytest.raises(RegistryAuthError) as bad:
+        wrong.put_manifest(f"{evil.host}/demo", "v1", b"{}", OCI_MANIFEST)
+    assert type(bad.value) is RegistryAuthError and "not-it" not in bad.value.diagnostics()
+
+
+def test_insufficient_scope_on_a_read_is_an_auth_error_and_only_our_repository_widens(tmp_path: Path) -> None:
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    try:
+        server.on("/token", reply(200, b'{"token": "pull-only", "expires_in": 300}'))
+        challenge = (f'Bearer realm="{server.url}/token",service="s",error="insufficient_scope",'
+                     'scope="repository:demo:pull repository:elsewhere:pull,push"')
+        server.on("/v2/demo/manifests/v1", _with_bearer(server, reply(401, b"", {"WWW-Authenticate": challenge})))
+        client = _hostile_client(tmp_path, server)
+        with pytest.raises(RegistryAuthError) as info:
+            client.get_manifest(f"{server.host}/demo:v1")
+        assert info.value.exit_code == 17
+        asked = [parse_qs(urlparse(s.path).query).get("scope") for s in server.requests_to("/token")]
+        assert asked == [["repository:demo:pull"], ["repository:demo:pull"]]  # one re-fetch, nothing elsewhere
+    finally:
+        server.close()
