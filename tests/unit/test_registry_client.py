@@ -542,3 +542,15 @@ def test_insufficient_scope_on_a_read_is_an_auth_error_and_only_our_repository_w
         assert asked == [["repository:demo:pull"], ["repository:demo:pull"]]  # one re-fetch, nothing elsewhere
     finally:
         server.close()
+
+
+def test_anonymous_registry_never_reads_the_docker_config(evil: HostileServer, tmp_path: Path) -> None:
+    """Credentials are looked up only once a registry asks for them: a missing config is no error until then."""
+    anonymous = HostileServer(max_lifetime=60)
+    try:
+        client = RegistryClient(docker_config=tmp_path / "missing")
+        assert client.get_manifest(f"{anonymous.host}/demo:v1") is None
+        with pytest.raises(ConfigError):
+            client.get_manifest(f"{evil.host}/demo:v1")
+    finally:
+        anonymous.close()

@@ -541,7 +541,7 @@ class RegistryClient:
         target = url or f"{self.base_url(ref)}/{path}"
         own = same_origin(target, self.base_url(ref))
         scopes = merge_scopes([repository_scope(repo, actions), *extra_scopes])
-        if own and TOKENS.denied(self._token_key(host, scopes)):
+        if own and _challenge_of(host) is not None and TOKENS.denied(self._token_key(host, scopes)):
             raise self._scope_denied(method, ref, actions)
         auth = self._authorization(host, scopes) if own else {}
         refetched = False
