@@ -554,3 +554,18 @@ def test_anonymous_registry_never_reads_the_docker_config(evil: HostileServer, t
             client.get_manifest(f"{evil.host}/demo:v1")
     finally:
         anonymous.close()
+
+
+def test_a_registry_that_changed_scheme_is_followed_once(evil: HostileServer, tmp_path: Path) -> None:
+    """The process remembered Bearer for this host; the registry now wants Basic: one more try, with the login."""
+    from chainmail._internal import registry as registry_mod
+    from chainmail._internal.regauth import TOKENS, Challenge
+
+    TOKENS.clear()
+    evil.on("/token", reply(200, b'{"token": "old-scheme-token"}'))
+    with registry_mod._CHALLENGES_LOCK:
+        registry_mod._CHALLENGES[evil.host] = Challenge("bearer", {"realm": f"{evil.url}/token"})
+    client = _hostile_client(tmp_path, evil)
+    assert client.get_manifest(f"{evil.host}/demo:v1") is None  # 404 once authenticated
+    sent = [s.authorization.split(" ")[0] for s in evil.requests_to("/manifests/")]
+    assert sent == ["Bearer", "Basic"]

@@ -552,13 +552,15 @@ class RegistryClient:
                 break
             challenge = self._remember_challenge(host, resp)
             sent = auth.get("Authorization", "")
-            if challenge is None or sent.startswith("Basic ") or (sent and refetched):
-                break
+            if challenge is None or (sent and refetched) or (sent.startswith("Basic ") and challenge.scheme == "basic"):
+                break  # no usable challenge, the one re-fetch is spent, or the login itself was refused
             stale = None
-            if sent.startswith("Bearer "):
-                refetched, stale = True, sent[len("Bearer "):]
-                if challenge.insufficient_scope:
-                    scopes = widen(scopes, challenge.scopes)
+            if sent:  # a token refused (or out of scope), or the registry changed its scheme: once more
+                refetched = True
+                if sent.startswith("Bearer "):
+                    stale = sent[len("Bearer "):]
+                    if challenge.insufficient_scope:
+                        scopes = widen(scopes, challenge.scopes)
             fresh = self._authorization(host, scopes, stale=stale)
             if not fresh or fresh == auth:
                 break
