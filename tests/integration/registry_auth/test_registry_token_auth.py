@@ -247,3 +247,17 @@ def test_mount_from_a_repository_the_login_cannot_read_falls_back_to_upload(
                                                                                  for r in issuer.requests]
     assert request_counts()[host].get("PUT") == 1  # uploaded, not mounted
     assert token_registry.get_blob("team/copy", desc["digest"]) == data
+
+
+@pytest.mark.parametrize("field_name", ["access_token", "both"])
+def test_oauth2_style_token_answers(token_registry: RegistryServer, issuer: TokenIssuer, tmp_path: Path,
+                                    field_name: str) -> None:
+    image = push_test_image(token_registry, "team/oauth", f"oauth-{field_name}")
+    client = RegistryClient(docker_config=docker_config(tmp_path / "r", token_registry.host, "reader",
+                                                        USERS["reader"]))
+    issuer.field_name = field_name
+    try:
+        assert client.head_manifest(image) is not None
+    finally:
+        issuer.field_name = "token"
+    assert [r.status for r in issuer.requests] == [200]
