@@ -30,7 +30,7 @@ from chainmail._internal.registry import (
     sha256_of,
 )
 from chainmail.errors import ConfigError, InputError, RegistryAuthError, RegistryUnreachableError, StorageError
-from doubles.hostile import HostileServer, flood, manifest, nested, redirect, reply, short
+from doubles.hostile import HostileServer, flood, manifest, nested, redirect, reply, short, trickle
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -569,3 +569,19 @@ def test_a_registry_that_changed_scheme_is_followed_once(evil: HostileServer, tm
     assert client.get_manifest(f"{evil.host}/demo:v1") is None  # 404 once authenticated
     sent = [s.authorization.split(" ")[0] for s in evil.requests_to("/manifests/")]
     assert sent == ["Bearer", "Basic"]
+
+
+def test_a_trickling_token_endpoint_cannot_hold_us(tmp_path: Path) -> None:
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    try:
+        server.on("/token", trickle(b'{"token": "' + b"t" * 200 + b'"}', 0.05))
+        client = _hostile_client(tmp_path, server, deadline=1.0)
+        started = time.monotonic()
+        with pytest.raises(RegistryUnreachableError):
+            client.get_manifest(f"{server.host}/demo:v1")
+        assert time.monotonic() - started < 15
+    finally:
+        server.close()
