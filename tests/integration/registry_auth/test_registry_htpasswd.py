@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from regauth_support import REPO, STORE, no_ambient_docker_config, run_file
 
 from chainmail.errors import RegistryAuthError
 from clirun import cli
@@ -22,28 +23,12 @@ from doubles.registry import PASSWORD, USERNAME, RegistryServer, push_test_image
 
 pytestmark = pytest.mark.registry
 
-REPO = Path(__file__).resolve().parents[3]
 WATCHER = REPO / "pipelines" / "chainmail-watcher"
-STORE = ["--set", "chainmail.retry.deadline-seconds=5", "--set", "artifacts.taskrun.storage=oci",
-         "--set", "artifacts.oci.storage=oci"]
 
 
 @pytest.fixture(autouse=True)
 def _no_ambient_docker_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    empty = tmp_path / "no-docker-config"
-    empty.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(empty))
-    monkeypatch.delenv("COSIGN_REPOSITORY", raising=False)
-
-
-def _run_file(tmp_path: Path, image: str) -> Path:
-    run = json.loads((REPO / "examples" / "taskrun.json").read_text())
-    repo, digest = image.split("@")
-    run["status"]["results"] = [{"name": "IMAGE_URL", "type": "string", "value": repo},
-                                {"name": "IMAGE_DIGEST", "type": "string", "value": digest}]
-    path = tmp_path / "taskrun.json"
-    path.write_text(json.dumps(run))
-    return path
+    no_ambient_docker_config(monkeypatch, tmp_path)
 
 
 def _sig_stored(server: RegistryServer, image: str) -> bool:
@@ -55,7 +40,7 @@ def test_htpasswd_sign_store_and_verify(auth_registry: RegistryServer, key: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     image = push_test_image(auth_registry, "basic/app", "htpasswd-run")
     config = auth_registry.docker_config(tmp_path / "docker").parent
-    code, _out, err = cli(["run", "--from-file", str(_run_file(tmp_path, image)), "--key", key,
+    code, _out, err = cli(["run", "--from-file", str(run_file(tmp_path, image)), "--key", key,
                            "-w", str(tmp_path / "ws"), "--docker-config", str(config), *STORE], capsys)
     assert code == 0, err
     assert _sig_stored(auth_registry, image)

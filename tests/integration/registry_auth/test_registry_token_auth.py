@@ -7,8 +7,6 @@ allowed, as docker's auth server does, and logs every token request.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import threading
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from regauth_support import STORE, docker_config, no_ambient_docker_config, run_file
 from token_issuer import TokenIssuer
 
 from chainmail._internal.http import request_counts, reset_request_counts
@@ -28,10 +27,7 @@ from doubles.registry import RegistryServer, push_test_image, start_registry, st
 
 pytestmark = pytest.mark.registry
 
-REPO = Path(__file__).resolve().parents[3]
 USERS = {"pusher": "push-pass-1", "reader": "read-pass-2", "teamonly": "team-pass-3"}
-STORE = ["--set", "chainmail.retry.deadline-seconds=5", "--set", "artifacts.taskrun.storage=oci",
-         "--set", "artifacts.oci.storage=oci"]
 
 
 def rights(user: str | None, repository: str) -> set[str]:
@@ -80,29 +76,9 @@ def token_registry(issuer: TokenIssuer, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(autouse=True)
 def _fresh(issuer: TokenIssuer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No ambient docker config, no tokens cached from an earlier test, an empty issuer log."""
-    empty = tmp_path / "no-docker-config"
-    empty.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(empty))
-    monkeypatch.delenv("COSIGN_REPOSITORY", raising=False)
+    no_ambient_docker_config(monkeypatch, tmp_path)
     TOKENS.clear()
     issuer.reset()
-
-
-def docker_config(directory: Path, host: str, user: str, password: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
-    return directory
-
-
-def run_file(tmp_path: Path, image: str) -> Path:
-    run = json.loads((REPO / "examples" / "taskrun.json").read_text())
-    repo, digest = image.split("@")
-    run["status"]["results"] = [{"name": "IMAGE_URL", "type": "string", "value": repo},
-                                {"name": "IMAGE_DIGEST", "type": "string", "value": digest}]
-    path = tmp_path / "taskrun.json"
-    path.write_text(json.dumps(run))
-    return path
 
 
 def sign_and_store(tmp_path: Path, image: str, key: str, config: Path | None,
