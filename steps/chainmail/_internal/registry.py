@@ -129,13 +129,13 @@ class _Known:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: dict[tuple[str, str, str], Any] = {}
+        self._items: dict[tuple[str, ...], Any] = {}
 
-    def get(self, key: tuple[str, str, str]) -> Any:
+    def get(self, key: tuple[str, ...]) -> Any:
         with self._lock:
             return self._items.get(key)
 
-    def add(self, key: tuple[str, str, str], value: Any = True) -> None:
+    def add(self, key: tuple[str, ...], value: Any = True) -> None:
         with self._lock:
             if len(self._items) >= KNOWN_LIMIT:
                 self._items.clear()
@@ -161,7 +161,7 @@ _BLOB_HOMES = _Known()
 
 
 def _remember_home(registry: str, repository: str, digest: str) -> None:
-    _BLOB_HOMES.add((registry, digest, ""), repository)
+    _BLOB_HOMES.add((registry, digest), repository)
 
 
 def _challenge_of(host: str) -> Challenge | None:
@@ -697,8 +697,9 @@ class RegistryClient:
 
         Two requests for a new blob, one for a stored one, none for one this client already stored
         or found in that repository: the upload starts with ``POST …/blobs/uploads/?mount=<digest>&
-        from=<this repository>``, which a registry answers ``201`` when the blob is already there (a
-        HEAD and the POST in one call) and otherwise ``202`` with an upload session, completed by one
+        from=<repository>`` (another repository of the registry this process knows holds the blob, else
+        this one), which a registry answers ``201`` when it linked the blob (a HEAD, or a whole upload,
+        and the POST in one call) and otherwise ``202`` with an upload session, completed by one
         ``PUT …?digest=``. A registry that refuses the mount parameters gets a plain POST.
 
         A lost answer to the final PUT is recovered: :func:`~chainmail._internal.http.request` sends the
@@ -744,7 +745,7 @@ class RegistryClient:
         of the same registry, whose ``pull`` scope the token then includes), else from the repository
         itself: ``201`` means it is there. A mount the login may not read falls back to the self-mount.
         """
-        home = _BLOB_HOMES.get((r.registry, digest, ""))
+        home = _BLOB_HOMES.get((r.registry, digest))
         source = home if isinstance(home, str) and home != r.repository else r.repository
         extra = (repository_scope(source, "pull"),) if source != r.repository else ()
         try:
