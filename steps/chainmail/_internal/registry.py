@@ -164,6 +164,13 @@ def _remember_home(registry: str, repository: str, digest: str) -> None:
     _BLOB_HOMES.add((registry, digest), repository)
 
 
+def forget_auth() -> None:
+    """Drop the process's remembered challenges and tokens (tests; a registry that changed its auth)."""
+    with _CHALLENGES_LOCK:
+        _CHALLENGES.clear()
+    TOKENS.clear()
+
+
 def _challenge_of(host: str) -> Challenge | None:
     with _CHALLENGES_LOCK:
         return _CHALLENGES.get(host)
