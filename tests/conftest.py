@@ -41,6 +41,20 @@ def key(shared: Path) -> str:
     return str(path)
 
 
+@pytest.fixture(autouse=True)
+def _forget_registry_auth() -> None:
+    """Each test starts without the process's remembered registry challenges and tokens.
+
+    They are keyed by ``host:port``; a port reused by a later test's server must not inherit them.
+    Only when the registry client is already imported (import-cost tests look at ``sys.modules``).
+    """
+    import sys
+
+    registry = sys.modules.get("chainmail._internal.registry")
+    if registry is not None:
+        registry.forget_auth()
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Say whether missing tools skip (local) or fail (CI=true)."""
     return f"chainmail: missing tools {'FAIL the run (CI=true)' if under_ci() else 'skip with a reason'}"

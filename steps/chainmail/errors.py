@@ -119,6 +119,12 @@ class RegistryAuthError(StorageError):
     exit_code = 17
 
 
+class RegistryPushDeniedError(RegistryAuthError):
+    """The registry accepted our login but refused the push (403, or a token without ``push``)."""
+
+    exit_code = 34
+
+
 class RegistryUnreachableError(StorageError):
     """The registry could not be reached (connection refused, DNS, timeout)."""
 

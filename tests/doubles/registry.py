@@ -4,7 +4,8 @@ Fixtures (session scoped, the process is stopped by PID at session end):
 
 - ``registry``: anonymous, filesystem storage in a temporary directory (on /dev/shm when it exists);
 - ``auth_registry``: the same behind htpasswd Basic auth (user ``chainmail``), for 401 tests;
-- ``dead_registry_host``: ``127.0.0.1:<port>`` with nothing listening.
+- ``dead_registry_host``: ``127.0.0.1:<port>`` with nothing listening;
+- :func:`start_registry` with any ``auth`` section (token auth: ``tests/integration/registry_auth``).
 
 The helpers push with plain ``requests`` (not chainmail's client), so tests of the client
 are not checked against themselves.
@@ -189,7 +190,18 @@ def _storage_dir(tmp: Path) -> Path:
     return path
 
 
-def _start(tmp: Path, *, htpasswd: Path | None = None) -> RegistryServer:
+def start_registry(tmp: Path, auth: dict | None = None) -> RegistryServer:
+    """Start a registry with the given ``auth`` section (e.g. ``{"token": {...}}``); stop it with :func:`stop_registry`."""
+    _require_binary()
+    return _start(tmp, auth=auth)
+
+
+def stop_registry(server: RegistryServer) -> None:
+    _stop(server.process)
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+def _start(tmp: Path, *, htpasswd: Path | None = None, auth: dict | None = None) -> RegistryServer:
     port = free_port()
     storage = _storage_dir(tmp)
     config = {
@@ -201,6 +213,8 @@ def _start(tmp: Path, *, htpasswd: Path | None = None) -> RegistryServer:
     }
     if htpasswd is not None:
         config["auth"] = {"htpasswd": {"realm": "chainmail-test", "path": str(htpasswd)}}
+    elif auth is not None:
+        config["auth"] = auth
     cfg = tmp / "config.yml"
     cfg.write_text(json.dumps(config))  # JSON is YAML
     log = (tmp / "registry.log").open("wb")

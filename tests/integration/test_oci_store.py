@@ -406,9 +406,12 @@ class _FakeKube:
         return {"metadata": {"name": name}, "imagePullSecrets": [{"name": "regcred"}],
                 "secrets": [{"name": "default-token"}]}
 
-    def get_secret(self, namespace: str, name: str) -> dict:
+    def get_secret_object(self, namespace: str, name: str) -> dict:
         self.calls.append(("secret", namespace, name))
-        return {".dockerconfigjson": self.config} if name == "regcred" else {"token": b"t"}
+        if name == "regcred":
+            return {"type": "kubernetes.io/dockerconfigjson",
+                    "data": {".dockerconfigjson": base64.b64encode(self.config).decode()}}
+        return {"type": "kubernetes.io/service-account-token", "data": {"token": "dA=="}}
 
 
 def test_auth_registry_needs_credentials(auth_registry: RegistryServer, key_dir: Path, run_snapshot: RunSnapshot,

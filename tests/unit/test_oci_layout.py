@@ -20,6 +20,7 @@ from chainmail.models import (
     SignedPayload,
 )
 from chainmail.storage import oci
+from chainmail.storage.run_credentials import secret_docker_configs
 
 OWNER = RunRef("TaskRun", "demo", "build-app", "a4ed85af-73f4-47f0-8e1a-1f8df6be4ac2")
 IMAGE = "127.0.0.1:5000/demo/app@sha256:188ae09dffb4c2cb330a39e3dc0caad338ed549f5a948812524ab33338daa9cb"
@@ -153,12 +154,12 @@ def test_signature_tag() -> None:
 
 def test_secret_docker_configs() -> None:
     cfg = json.dumps({"auths": {"reg.example": {"auth": "YTpi"}}}).encode()
-    assert oci.secret_docker_configs({".dockerconfigjson": cfg}) == [json.loads(cfg)]
+    assert secret_docker_configs({".dockerconfigjson": cfg}) == [json.loads(cfg)]
     obj = {"kind": "Secret", "type": "kubernetes.io/dockercfg",
            "data": {".dockercfg": base64.b64encode(b'{"reg.example":{"auth":"YTpi"}}').decode()}}
-    assert oci.secret_docker_configs(obj) == [{"reg.example": {"auth": "YTpi"}}]
-    assert oci.secret_docker_configs({"token": b"abc"}) == []
-    assert oci.secret_docker_configs({".dockerconfigjson": b"not json"}) == []
+    assert secret_docker_configs(obj) == [{"reg.example": {"auth": "YTpi"}}]
+    assert secret_docker_configs({"token": b"abc"}) == []
+    assert secret_docker_configs({".dockerconfigjson": b"not json"}) == []
 
 
 def test_service_account_of() -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -29,7 +30,7 @@ from chainmail._internal.registry import (
     sha256_of,
 )
 from chainmail.errors import ConfigError, InputError, RegistryAuthError, RegistryUnreachableError, StorageError
-from doubles.hostile import HostileServer, flood, manifest, nested, redirect, reply, short
+from doubles.hostile import HostileServer, flood, manifest, nested, redirect, reply, short, trickle
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -421,3 +422,166 @@ def test_head_with_junk_headers_falls_back_to_get(evil: HostileServer, tmp_path:
     evil.on("/v2/demo/manifests/v1", manifest(raw), method="GET")
     assert _hostile_client(tmp_path, evil).head_manifest(f"{evil.host}/demo:v1") == (
         sha256_of(raw), OCI_MANIFEST, len(raw))
+
+
+# -- hostile token endpoints ---------------------------------------------------------------------------
+
+def _bearer_server(realm_path: str = "/token") -> HostileServer:
+    server = HostileServer(max_lifetime=60)
+    server.on("/v2/", reply(401, b"", {"WWW-Authenticate": f'Bearer realm="{server.url}{realm_path}",service="s"'}),
+              prefix=True)
+    return server
+
+
+def _with_bearer(server: HostileServer, behaviour: Any) -> Any:
+    """``behaviour`` for a request with a Bearer token, the server's challenge for one without."""
+    challenge = reply(401, b"", {"WWW-Authenticate": f'Bearer realm="{server.url}/token",service="s"'})
+
+    def run(h: Any) -> None:
+        (behaviour if h.headers.get("Authorization", "").startswith("Bearer ") else challenge)(h)
+
+    return run
+
+
+@pytest.mark.parametrize(("behaviour", "words"), [
+    (flood(8 * 1024 * 1024), "limit"),
+    (flood(8 * 1024 * 1024, declare=False), "limit"),
+    (reply(200, b"[" * 200_000), "JSON"),
+    (reply(200, b'{"token": "a b\\r\\nX-Evil: 1"}'), "malformed token"),
+    (reply(200, b'{"expires_in": 60}'), "no 'token'"),
+    (reply(500, b"oops"), "unavailable"),
+])
+def test_hostile_token_answers_are_clean_errors(tmp_path: Path, behaviour: object, words: str) -> None:
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    try:
+        server.on("/token", behaviour)  # type: ignore[arg-type]
+        client = _hostile_client(tmp_path, server, deadline=1.0)
+        with pytest.raises(StorageError) as info:
+            client.get_manifest(f"{server.host}/demo:v1")
+        assert words in str(info.value)
+        assert "hunter2" not in info.value.diagnostics() and "X-Evil" not in info.value.diagnostics()
+    finally:
+        server.close()
+
+
+def test_token_never_reaches_logs_or_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Anything logged or raised while a token is in use names neither it nor the password."""
+    import logging
+
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    secret_token = "SECRETTOKEN-" + "x" * 40
+    try:
+        server.on("/token", reply(200, json.dumps({"access_token": secret_token, "expires_in": 300}).encode()))
+        server.on("/v2/demo/manifests/v1", _with_bearer(server, reply(403, b'{"errors": [{"code": "DENIED"}]}')))
+        client = _hostile_client(tmp_path, server)
+        with caplog.at_level(logging.DEBUG), pytest.raises(RegistryAuthError) as info:
+            client.get_manifest(f"{server.host}/demo:v1")
+        assert secret_token not in info.value.diagnostics() and secret_token not in caplog.text
+        assert "hunter2" not in caplog.text
+        assert [s.authorization for s in server.requests_to("/manifests/")][-1] == f"Bearer {secret_token}"
+        token_asks = server.requests_to("/token")
+        assert token_asks and token_asks[0].authorization.startswith("Basic ")
+    finally:
+        server.close()
+
+
+def test_token_endpoint_redirect_to_another_host_gets_no_login(tmp_path: Path) -> None:
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    other = HostileServer(max_lifetime=60)
+    try:
+        other.on("/elsewhere", reply(200, b'{"token": "tok"}'))
+        server.on("/token", redirect(f"{other.url}/elsewhere"))
+        server.on("/v2/demo/manifests/v1", _with_bearer(server, reply(404)))
+        client = _hostile_client(tmp_path, server)
+        assert client.get_manifest(f"{server.host}/demo:v1") is None
+        assert [s.authorization for s in other.seen] == [""]
+    finally:
+        other.close()
+        server.close()
+
+
+def test_basic_403_on_push_is_push_denied_but_401_is_bad_login(evil: HostileServer, tmp_path: Path) -> None:
+    from chainmail.errors import RegistryPushDeniedError
+
+    evil.on("/v2/demo/manifests/v1", reply(403, b'{"errors": [{"code": "DENIED"}]}'), method="PUT")
+    client = _hostile_client(tmp_path, evil)
+    with pytest.raises(RegistryPushDeniedError) as info:
+        client.put_manifest(f"{evil.host}/demo", "v1", b"{}", OCI_MANIFEST)
+    assert info.value.exit_code == 34 and "hunter2" not in info.value.diagnostics()
+    (tmp_path / "w").mkdir()
+    wrong = RegistryClient(docker_config=_config(tmp_path / "w", evil.host, "robot", "not-it"))
+    with pytest.raises(RegistryAuthError) as bad:
+        wrong.put_manifest(f"{evil.host}/demo", "v1", b"{}", OCI_MANIFEST)
+    assert type(bad.value) is RegistryAuthError and "not-it" not in bad.value.diagnostics()
+
+
+def test_insufficient_scope_on_a_read_is_an_auth_error_and_only_our_repository_widens(tmp_path: Path) -> None:
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    try:
+        server.on("/token", reply(200, b'{"token": "pull-only", "expires_in": 300}'))
+        challenge = (f'Bearer realm="{server.url}/token",service="s",error="insufficient_scope",'
+                     'scope="repository:demo:pull repository:elsewhere:pull,push"')
+        server.on("/v2/demo/manifests/v1", _with_bearer(server, reply(401, b"", {"WWW-Authenticate": challenge})))
+        client = _hostile_client(tmp_path, server)
+        with pytest.raises(RegistryAuthError) as info:
+            client.get_manifest(f"{server.host}/demo:v1")
+        assert info.value.exit_code == 17
+        asked = [parse_qs(urlparse(s.path).query).get("scope") for s in server.requests_to("/token")]
+        assert asked == [["repository:demo:pull"], ["repository:demo:pull"]]  # one re-fetch, nothing elsewhere
+    finally:
+        server.close()
+
+
+def test_anonymous_registry_never_reads_the_docker_config(evil: HostileServer, tmp_path: Path) -> None:
+    """Credentials are looked up only once a registry asks for them: a missing config is no error until then."""
+    anonymous = HostileServer(max_lifetime=60)
+    try:
+        client = RegistryClient(docker_config=tmp_path / "missing")
+        assert client.get_manifest(f"{anonymous.host}/demo:v1") is None
+        with pytest.raises(ConfigError):
+            client.get_manifest(f"{evil.host}/demo:v1")
+    finally:
+        anonymous.close()
+
+
+def test_a_registry_that_changed_scheme_is_followed_once(evil: HostileServer, tmp_path: Path) -> None:
+    """The process remembered Bearer for this host; the registry now wants Basic: one more try, with the login."""
+    from chainmail._internal import registry as registry_mod
+    from chainmail._internal.regauth import TOKENS, Challenge
+
+    TOKENS.clear()
+    evil.on("/token", reply(200, b'{"token": "old-scheme-token"}'))
+    with registry_mod._CHALLENGES_LOCK:
+        registry_mod._CHALLENGES[evil.host] = Challenge("bearer", {"realm": f"{evil.url}/token"})
+    client = _hostile_client(tmp_path, evil)
+    assert client.get_manifest(f"{evil.host}/demo:v1") is None  # 404 once authenticated
+    sent = [s.authorization.split(" ")[0] for s in evil.requests_to("/manifests/")]
+    assert sent == ["Bearer", "Basic"]
+
+
+def test_a_trickling_token_endpoint_cannot_hold_us(tmp_path: Path) -> None:
+    from chainmail._internal.regauth import TOKENS
+
+    TOKENS.clear()
+    server = _bearer_server()
+    try:
+        server.on("/token", trickle(b'{"token": "' + b"t" * 200 + b'"}', 0.05))
+        client = _hostile_client(tmp_path, server, deadline=1.0)
+        started = time.monotonic()
+        with pytest.raises(RegistryUnreachableError):
+            client.get_manifest(f"{server.host}/demo:v1")
+        assert time.monotonic() - started < 15
+    finally:
+        server.close()

@@ -282,6 +282,10 @@ class KubeClient:
                 raise ClusterError(f"secret {namespace}/{name}: key '{key}' is not valid base64") from None
         return out
 
+    def get_secret_object(self, namespace: str, name: str) -> dict[str, Any]:
+        """A Secret object as stored: ``type``, ``metadata`` (annotations) and base64 ``data``."""
+        return self.get("secrets", namespace, name)
+
     def apply_secret(self, namespace: str, name: str, data: Mapping[str, bytes], *, immutable: bool = True,
                      labels: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Create an Opaque Secret, or replace it when it already exists."""

@@ -15,13 +15,17 @@ session per thread, retries until the configured deadline) and makes no call it 
 oras-py is only used by ``chainmail catalog bundle push`` (see :mod:`chainmail.bundle`).
 
 Auth follows the distribution token spec: an anonymous first request; on ``401`` the
-``WWW-Authenticate`` challenge decides between HTTP Basic (credentials sent with every later
-request to that host) and Bearer (a token fetched from the realm for
-``repository:<repo>:<actions>``, cached per host, repository and actions until it expires).
+``WWW-Authenticate`` challenge (remembered per host for the process) decides between HTTP Basic
+(credentials sent with every later request to that host) and Bearer (a token fetched from the realm
+for ``repository:<repo>:<actions>``, cached process-wide per registry, login and scope, single-flight;
+see :mod:`chainmail._internal.regauth`). A ``401`` to a token brings one re-fetch with the scope the
+challenge names; a push still refused to an accepted login is :class:`RegistryPushDeniedError`
+(exit 34). Uploads mount a blob from another repository of the registry when it is known to be there.
 Credentials come from a docker ``config.json`` (a directory or a file, also a
 ``.dockerconfigjson`` secret file; ``auths`` entries with ``auth`` or ``username``/``password``
 or ``identitytoken``; ``credHelpers``/``credsStore`` helpers when their binary is on PATH),
-then from :meth:`RegistryClient.add_credentials` (the run service account's secrets).
+then from :meth:`RegistryClient.add_credentials` (the run service account's secrets, see
+:mod:`chainmail.storage.run_credentials`). docs/registries.md has the user-facing rules.
 Error messages name the registry and repository, never a credential.
 
 What a registry sends is bounded (see :mod:`chainmail._internal.http` for time and redirects):
@@ -43,7 +47,6 @@ import logging
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,10 +62,23 @@ from chainmail._internal.http import (
     request,
     same_origin,
 )
+from chainmail._internal.regauth import (
+    MAX_TOKEN_RESPONSE_BYTES,
+    TOKENS,
+    Challenge,
+    TokenResponseError,
+    login_id,
+    merge_scopes,
+    parse_challenge,
+    parse_token_response,
+    repository_scope,
+    widen,
+)
 from chainmail.errors import (
     ConfigError,
     InputError,
     RegistryAuthError,
+    RegistryPushDeniedError,
     RegistryUnreachableError,
     StorageError,
 )
@@ -89,7 +105,6 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]{32,}$")
 _SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$")
-_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 #: Upload sessions :meth:`RegistryClient.push_blob` opens for one blob before giving up.
 UPLOAD_ATTEMPTS = 3
 #: Largest manifest, index, referrers page or token answer read (containerd's manifest limit).
@@ -114,13 +129,13 @@ class _Known:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: dict[tuple[str, str, str], Any] = {}
+        self._items: dict[tuple[str, ...], Any] = {}
 
-    def get(self, key: tuple[str, str, str]) -> Any:
+    def get(self, key: tuple[str, ...]) -> Any:
         with self._lock:
             return self._items.get(key)
 
-    def add(self, key: tuple[str, str, str], value: Any = True) -> None:
+    def add(self, key: tuple[str, ...], value: Any = True) -> None:
         with self._lock:
             if len(self._items) >= KNOWN_LIMIT:
                 self._items.clear()
@@ -135,6 +150,30 @@ class _Known:
 #: Manifests known to exist, by (registry, repository, digest) → ``(digest, media_type, size)``. Shared by
 #: every client of the process, so the image-exists check's HEAD answers storage's question too.
 _MANIFESTS = _Known()
+
+#: Each registry's last ``WWW-Authenticate`` challenge (server facts, no credential), by host.
+_CHALLENGES: dict[str, Challenge] = {}
+_CHALLENGES_LOCK = threading.Lock()
+
+
+#: A repository each blob is known to be in, by (registry, digest): the source of a cross-repository mount.
+_BLOB_HOMES = _Known()
+
+
+def _remember_home(registry: str, repository: str, digest: str) -> None:
+    _BLOB_HOMES.add((registry, digest), repository)
+
+
+def forget_auth() -> None:
+    """Drop the process's remembered challenges and tokens (tests; a registry that changed its auth)."""
+    with _CHALLENGES_LOCK:
+        _CHALLENGES.clear()
+    TOKENS.clear()
+
+
+def _challenge_of(host: str) -> Challenge | None:
+    with _CHALLENGES_LOCK:
+        return _CHALLENGES.get(host)
 
 
 @dataclass(frozen=True)
@@ -325,20 +364,19 @@ class RegistryClient:
         self._config_creds: dict[str, Credentials] | None = None
         self._helpers: dict[str, Any] = {}
         self._added: dict[str, Credentials] = {}
-        #: host → ("basic", {}) or ("bearer", {"realm": …, "service": …}) once a challenge was seen.
-        self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
-        #: (host, repo, actions) → (token, expiry on the monotonic clock)
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._referrers_api: dict[str, bool] = {}
         #: Blobs this client stored or saw, by (registry, repository, digest): not uploaded again.
         self._blobs = _Known()
 
     # -- credentials ---------------------------------------------------------------------------
 
-    def add_credentials(self, host: str, username: str, password: str) -> None:
-        """Add a login (e.g. from an image-pull secret); used when the docker config has none for ``host``."""
+    def add_credentials(self, host: str, username: str, password: str, *, identity_token: str = "") -> None:
+        """Add a login (e.g. from an image-pull secret); used when the docker config has none for ``host``.
+
+        The first login added for a host wins.
+        """
         with self._lock:
-            self._added.setdefault(normalize_host(host), Credentials(username, password))
+            self._added.setdefault(normalize_host(host), Credentials(username, password, identity_token))
 
     def _load_config(self) -> dict[str, Credentials]:
         if self._config_creds is None:
@@ -426,34 +464,35 @@ class RegistryClient:
                 f"{resp.status_code} at the retry deadline", hint=hint)
         return resp
 
-    def _auth_header(self, host: str, repo: str, actions: str, *, refresh: bool = False) -> dict[str, str]:
-        """The Authorization header for a request, fetching a token when the host wants one."""
-        challenge = self._challenges.get(host)
+    def _authorization(self, host: str, scopes: tuple[str, ...], *, stale: str | None = None) -> dict[str, str]:
+        """The Authorization header for ``scopes`` on ``host`` once its challenge is known ({} before).
+
+        Basic sends the login; Bearer takes a token from the process-wide cache or fetches one. A pull
+        is also served by a cached ``pull,push`` token of the same repository. ``stale`` is a token the
+        registry just refused: a new one is fetched.
+        """
+        challenge = _challenge_of(host)
         if challenge is None:
             return {}
-        kind, params = challenge
         creds = self.credentials(host)
-        if kind == "basic":
+        if challenge.scheme == "basic":
             if creds is None or creds.identity_token:
                 return {}
             raw = f"{creds.username}:{creds.password}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-        key = (host, repo, actions)
-        now = time.monotonic()
-        with self._lock:
-            if not refresh:
-                for k in (key, (host, repo, "pull,push")) if actions == "pull" else (key,):
-                    hit = self._tokens.get(k)
-                    if hit and hit[1] > now:
-                        return {"Authorization": f"Bearer {hit[0]}"}
-        token, ttl = self._fetch_token(host, repo, actions, params, creds)
-        with self._lock:
-            self._tokens[key] = (token, now + max(ttl - 10, 5))
+        key = self._token_key(host, scopes)
+        login = key[1]
+        if stale is None and len(scopes) == 1 and scopes[0].endswith(":pull"):
+            wider = TOKENS.get((host, login, (scopes[0] + ",push",)))
+            if wider is not None:
+                return {"Authorization": f"Bearer {wider}"}
+        token = TOKENS.fetch(key, lambda: self._fetch_token(host, scopes, challenge, creds), stale=stale)
         return {"Authorization": f"Bearer {token}"}
 
-    def _fetch_token(self, host: str, repo: str, actions: str, params: dict[str, str],
+    def _fetch_token(self, host: str, scopes: tuple[str, ...], challenge: Challenge,
                      creds: Credentials | None) -> tuple[str, float]:
-        realm = params.get("realm", "")
+        """Ask the challenge's realm for a token for ``scopes`` (docker's rules; see the module docstring)."""
+        realm = challenge.realm
         if not realm.startswith(("https://", "http://")):
             raise StorageError(f"registry {host}: bearer challenge has no usable realm")
         realm_scheme, realm_host, _port = origin(realm)
@@ -462,87 +501,116 @@ class RegistryClient:
                 f"registry {host}: token realm {realm_host} is plain http on another host; "
                 "not sending the login there",
                 hint="the registry's token service must use https (or run on the registry's own host)")
-        scope = f"repository:{repo}:{actions}"
-        where = f"{host}/{repo}"
+        what = " ".join(scopes)
         if creds is not None and creds.identity_token:
-            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                    "service": params.get("service", ""), "scope": scope, "client_id": "chainmail"}
-            resp = self._send("POST", realm, where, data=form)
+            form = [("grant_type", "refresh_token"), ("refresh_token", creds.identity_token),
+                    ("service", challenge.service), ("client_id", "chainmail"), *(("scope", s) for s in scopes)]
+            resp = self._send("POST", realm, host, data=form, max_bytes=MAX_TOKEN_RESPONSE_BYTES)
         else:
-            query = {"scope": scope}
-            if params.get("service"):
-                query["service"] = params["service"]
+            query = [("scope", s) for s in scopes]
+            if challenge.service:
+                query.append(("service", challenge.service))
             auth = (creds.username, creds.password) if creds is not None else None
-            resp = self._send("GET", realm, where, params=query, auth=auth)
+            resp = self._send("GET", realm, host, params=query, auth=auth, max_bytes=MAX_TOKEN_RESPONSE_BYTES)
         if resp.status_code in (401, 403):
-            raise RegistryAuthError(
-                f"registry {host} refused a token for {repo} ({actions}): HTTP {resp.status_code}",
-                hint=_auth_hint(host, creds is not None),
-            )
+            raise RegistryAuthError(f"registry {host} refused a token for {what}: HTTP {resp.status_code}",
+                                    hint=_auth_hint(host, creds is not None))
         if resp.status_code != 200:
-            raise StorageError(f"registry {host}: token request for {repo} failed: HTTP {resp.status_code}")
+            raise StorageError(f"registry {host}: token request for {what} failed: HTTP {resp.status_code}")
         try:
-            body = load_json(resp.content)
-        except ValueError:
-            raise StorageError(f"registry {host}: token endpoint did not return JSON") from None
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not token or not isinstance(token, str):
-            raise StorageError(f"registry {host}: token endpoint returned no token")
-        try:
-            ttl = float(body.get("expires_in") or 60)
-        except (TypeError, ValueError):
-            ttl = 60.0
-        return str(token), ttl
+            return parse_token_response(resp.content)
+        except TokenResponseError as exc:
+            raise StorageError(f"registry {host}: {exc}") from None
 
-    def _remember_challenge(self, host: str, resp: requests.Response) -> bool:
-        header = resp.headers.get("WWW-Authenticate", "")
-        kind, _, rest = header.strip().partition(" ")
-        kind = kind.lower()
-        if kind not in ("basic", "bearer"):
-            return False
-        params = dict(_CHALLENGE_PARAM.findall(rest))
-        with self._lock:
-            self._challenges[host] = (kind, params)
-        return True
+    def _remember_challenge(self, host: str, resp: requests.Response) -> Challenge | None:
+        challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+        if challenge is not None:
+            with _CHALLENGES_LOCK:
+                if len(_CHALLENGES) >= KNOWN_LIMIT:
+                    _CHALLENGES.clear()
+                _CHALLENGES[host] = challenge
+        return challenge
 
     def call(self, method: str, ref: Reference, path: str, *, actions: str = "pull",
              headers: dict[str, str] | None = None, data: bytes | None = None,
              params: dict[str, str] | None = None, url: str | None = None,
-             max_bytes: int = MAX_MANIFEST_BYTES) -> requests.Response:
+             max_bytes: int = MAX_MANIFEST_BYTES, extra_scopes: tuple[str, ...] = ()) -> requests.Response:
         """One authenticated API call on ``/v2/<repo>/<path>`` (or an absolute ``url``).
 
-        Handles one auth challenge; 401/403 after that raise :class:`RegistryAuthError`. An
-        absolute ``url`` on another origin (an upload ``Location`` elsewhere) is sent without
-        credentials, and its challenges are ignored.
+        Anonymous first while the host's challenge is unknown; a ``401`` then brings the login or a
+        token, and a ``401`` to a token (``insufficient_scope`` or a token the registry no longer
+        takes) one re-fetch, with the scope the challenge names added. 401/403 after that raise
+        :class:`RegistryPushDeniedError` (a push refused to a login the registry accepted) or
+        :class:`RegistryAuthError`. An absolute ``url`` on another origin (an upload ``Location``
+        elsewhere) is sent without credentials, and its challenges are ignored.
         """
         host, repo = ref.registry, ref.repository
         target = url or f"{self.base_url(ref)}/{path}"
         own = same_origin(target, self.base_url(ref))
-        where = f"{host}/{repo}"
-        hdrs = dict(headers or {})
-        auth = self._auth_header(host, repo, actions) if own else {}
-        resp = self._send(method, target, where, headers={**hdrs, **auth}, data=data, params=params,
-                          allow_redirects=method in ("GET", "HEAD"), max_bytes=max_bytes)
-        if own and resp.status_code == 401 and self._remember_challenge(host, resp):
-            auth2 = self._auth_header(host, repo, actions, refresh=True)
-            if auth2 and auth2 != auth:
-                resp = self._send(method, target, where, headers={**hdrs, **auth2}, data=data, params=params,
-                                  allow_redirects=method in ("GET", "HEAD"), max_bytes=max_bytes)
-            auth = auth2
+        scopes = merge_scopes([repository_scope(repo, actions), *extra_scopes])
+        if own and _challenge_of(host) is not None and TOKENS.denied(self._token_key(host, scopes)):
+            raise self._scope_denied(method, ref, actions)
+        auth = self._authorization(host, scopes) if own else {}
+        refetched = False
+        while True:
+            resp = self._send(method, target, f"{host}/{repo}", headers={**(headers or {}), **auth}, data=data,
+                              params=params, allow_redirects=method in ("GET", "HEAD"), max_bytes=max_bytes)
+            if not own or resp.status_code != 401:
+                break
+            challenge = self._remember_challenge(host, resp)
+            sent = auth.get("Authorization", "")
+            if challenge is None or (sent and refetched) or (sent.startswith("Basic ") and challenge.scheme == "basic"):
+                break  # no usable challenge, the one re-fetch is spent, or the login itself was refused
+            stale = None
+            if sent:  # a token refused (or out of scope), or the registry changed its scheme: once more
+                refetched = True
+                if sent.startswith("Bearer "):
+                    stale = sent[len("Bearer "):]
+                    if challenge.insufficient_scope:
+                        scopes = widen(scopes, challenge.scopes)
+            fresh = self._authorization(host, scopes, stale=stale)
+            if not fresh or fresh == auth:
+                break
+            auth = fresh
         if resp.status_code in (401, 403):
-            raise RegistryAuthError(
-                f"registry {host} denied {method} on {repo}: HTTP {resp.status_code}",
-                hint=_auth_hint(host, self.credentials(host) is not None),
-            )
+            error = self._denied(method, ref, actions, resp, auth)
+            if refetched and isinstance(error, RegistryPushDeniedError):
+                TOKENS.deny(self._token_key(host, scopes))
+            raise error
         return resp
+
+    def _token_key(self, host: str, scopes: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
+        creds = self.credentials(host)
+        return host, login_id(creds.username, creds.password + creds.identity_token) if creds else "", scopes
+
+    def _scope_denied(self, method: str, ref: Reference, actions: str,
+                      why: str = "insufficient_scope, refused earlier") -> RegistryPushDeniedError:
+        host, repo = ref.registry, ref.repository
+        return RegistryPushDeniedError(
+            f"registry {host} refused the push to {repo} ({method}: {why}): the login has no push access",
+            hint=f"give the login for {host} push access to {repo}, or store elsewhere (storage.oci.repository)")
+
+    def _denied(self, method: str, ref: Reference, actions: str, resp: requests.Response,
+                auth: dict[str, str]) -> RegistryAuthError:
+        """The error for a final 401/403: a refused push with an accepted login has its own exit code."""
+        host, repo = ref.registry, ref.repository
+        has_login = self.credentials(host) is not None
+        challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+        sent = auth.get("Authorization", "")
+        accepted = resp.status_code == 403 or (sent.startswith("Bearer ") and challenge is not None
+                                               and challenge.insufficient_scope)
+        if "push" in actions.split(",") and has_login and accepted:
+            return self._scope_denied(method, ref, actions, f"HTTP {resp.status_code}"
+                                      f"{', insufficient_scope' if resp.status_code == 401 else ''}")
+        return RegistryAuthError(f"registry {host} denied {method} on {repo}: HTTP {resp.status_code}",
+                                 hint=_auth_hint(host, has_login))
 
     def ping(self, host: str) -> str:
         """``GET /v2/``; returns the auth scheme the registry asks for (``basic``, ``bearer`` or ``""``)."""
         host = normalize_host(host)
         resp = self._send("GET", f"{self.scheme(host)}://{host}/v2/", host)
-        if resp.status_code == 401 and self._remember_challenge(host, resp):
-            return self._challenges[host][0]
-        return ""
+        challenge = self._remember_challenge(host, resp) if resp.status_code == 401 else None
+        return challenge.scheme if challenge is not None else ""
 
     # -- manifests -----------------------------------------------------------------------------
 
@@ -627,6 +695,7 @@ class RegistryClient:
             return False
         _check(resp, r, f"HEAD blob {digest}")
         self._blobs.add((r.registry, r.repository, digest))
+        _remember_home(r.registry, r.repository, digest)
         return True
 
     def push_blob(self, repo_ref: str | Reference, data: bytes,
@@ -635,8 +704,9 @@ class RegistryClient:
 
         Two requests for a new blob, one for a stored one, none for one this client already stored
         or found in that repository: the upload starts with ``POST …/blobs/uploads/?mount=<digest>&
-        from=<this repository>``, which a registry answers ``201`` when the blob is already there (a
-        HEAD and the POST in one call) and otherwise ``202`` with an upload session, completed by one
+        from=<repository>`` (another repository of the registry this process knows holds the blob, else
+        this one), which a registry answers ``201`` when it linked the blob (a HEAD, or a whole upload,
+        and the POST in one call) and otherwise ``202`` with an upload session, completed by one
         ``PUT …?digest=``. A registry that refuses the mount parameters gets a plain POST.
 
         A lost answer to the final PUT is recovered: :func:`~chainmail._internal.http.request` sends the
@@ -672,16 +742,32 @@ class RegistryClient:
         else:
             raise StorageError(f"registry {r.name}: upload blob {digest} failed after {UPLOAD_ATTEMPTS} attempts")
         self._blobs.add(key)
+        _remember_home(r.registry, r.repository, digest)
         return desc
 
     def _start_upload(self, r: Reference, digest: str) -> str | None:
-        """Open an upload session and return its absolute URL; None when the repository already holds ``digest``.
+        """Open an upload session and return its absolute URL; None when the blob got there by a mount.
 
-        The POST asks to mount ``digest`` from the repository itself: ``201`` means it is there.
+        The POST asks to mount ``digest`` from the repository it is known to be in (another repository
+        of the same registry, whose ``pull`` scope the token then includes), else from the repository
+        itself: ``201`` means it is there. A mount the login may not read falls back to the self-mount.
         """
-        resp = self.call("POST", r, "blobs/uploads/", actions="pull,push", headers={"Content-Length": "0"},
-                         params={"mount": digest, "from": r.repository})
+        home = _BLOB_HOMES.get((r.registry, digest))
+        source = home if isinstance(home, str) and home != r.repository else r.repository
+        extra = (repository_scope(source, "pull"),) if source != r.repository else ()
+        try:
+            resp = self.call("POST", r, "blobs/uploads/", actions="pull,push", headers={"Content-Length": "0"},
+                             params={"mount": digest, "from": source}, extra_scopes=extra)
+        except RegistryAuthError:
+            if not extra:
+                raise
+            log.debug("registry %s: no pull access to %s for a mount of %s; uploading", r.name, source, digest)
+            source = r.repository
+            resp = self.call("POST", r, "blobs/uploads/", actions="pull,push", headers={"Content-Length": "0"},
+                             params={"mount": digest, "from": source})
         if resp.status_code == 201:
+            if source != r.repository:
+                log.debug("registry %s: mounted %s from %s", r.name, digest, source)
             return None
         if resp.status_code != 202:
             log.debug("registry %s: mount request answered HTTP %s; starting a plain upload", r.name,
@@ -706,6 +792,7 @@ class RegistryClient:
         data = resp.content
         if not digest_matches(data, digest):
             raise StorageError(f"registry {r.name}: blob {digest} does not match its digest")
+        _remember_home(r.registry, r.repository, digest)
         return data
 
     # -- referrers -----------------------------------------------------------------------------

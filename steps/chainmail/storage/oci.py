@@ -590,34 +590,6 @@ def push_bundle(client: RegistryClient, image: Reference, bundle: bytes, predica
 
 # -- credentials from the run's service account -----------------------------------------------------
 
-def secret_docker_configs(secret: Any) -> list[dict[str, Any]]:
-    """The docker configs held by a Secret object (or a plain key → value mapping)."""
-    if not isinstance(secret, dict):
-        return []
-    data: dict[str, Any] = {}
-    if isinstance(secret.get("data"), dict) or isinstance(secret.get("stringData"), dict):
-        for key, value in (secret.get("data") or {}).items():
-            try:
-                data[key] = b64decode(value) if isinstance(value, str) else value
-            except ValueError:
-                continue
-        data.update(secret.get("stringData") or {})
-    else:
-        data = secret
-    out = []
-    for key in (".dockerconfigjson", ".dockercfg", "config.json"):
-        value = data.get(key)
-        if value is None:
-            continue
-        try:
-            doc = load_json(value)
-        except (ValueError, TypeError):
-            continue
-        if isinstance(doc, dict):
-            out.append(doc)
-    return out
-
-
 #: Namespaces whose service-account lookup was forbidden (warned about once per process).
 _ungranted: set[str] = set()
 _ungranted_guard = threading.Lock()
@@ -674,8 +646,10 @@ class OciBackend(Backend):
         return cached
 
     def _client_with_secrets(self, namespace: str, account: str) -> RegistryClient | None:
-        from chainmail._internal.registry import RegistryClient, parse_docker_config
+        """A client holding the logins of the account's Secrets (see :mod:`chainmail.storage.run_credentials`)."""
+        from chainmail._internal.registry import RegistryClient
         from chainmail.errors import ClusterAuthError
+        from chainmail.storage.run_credentials import logins_from_secrets
 
         kube = self.ctx.kube
         try:
@@ -689,27 +663,22 @@ class OciBackend(Backend):
             return None
         refs = [*(sa.get("imagePullSecrets") or []), *(sa.get("secrets") or [])]
         names = list(dict.fromkeys(str(r.get("name")) for r in refs if isinstance(r, dict) and r.get("name")))
-        logins: dict[str, Any] = {}
+        secrets: list[tuple[str, Any]] = []
         for name in names:
             try:
-                secret = kube.get_secret(namespace, name)
+                secrets.append((name, kube.get_secret_object(namespace, name)))
             except ClusterAuthError:
                 warn_ungranted(namespace, account)
-                continue
             except Error as exc:
                 log.debug("skipping secret %s/%s: %s", namespace, name, exc)
-                continue
-            for doc in secret_docker_configs(secret):
-                creds, _helpers = parse_docker_config(doc, f"secret {namespace}/{name}")
-                for host, login in creds.items():
-                    logins.setdefault(host, login)
+        logins = logins_from_secrets(secrets, namespace)
         if not logins:
             return None
         base = self.ctx.registry
         client = RegistryClient(docker_config=base.docker_config, insecure=base.insecure,
-                                retry=self.ctx.retry)
+                                retry=self.ctx.retry, max_blob_bytes=base.max_blob_bytes)
         for host, login in logins.items():
-            client.add_credentials(host, login.username, login.password)
+            client.add_credentials(host, login.username, login.password, identity_token=login.identity_token)
         return client
 
     def _repository_override(self) -> Reference | None:
