@@ -1,0 +1,63 @@
+"""``verify run`` and the transparency log: the run's ``chains.tekton.dev/transparency`` entry must bind
+one of the run's own verified signatures.
+
+Chains records one entry per run (``<rekor URL>/api/v1/log/entries?logIndex=N``; chainmail, like Chains,
+keeps the last one logged, which may be the run's attestation or one of its image signatures). That
+entry is fetched from the URL it names, verified against the trusted log keys and must bind a
+signature found on the run. Without the annotation, ``--rekor-url`` looks the run's attestation up by
+its payload sha256; else the run fails with :class:`TlogMissingError` (24), unless the check is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from chainmail.errors import TlogMismatchError, TlogMissingError
+from chainmail.verify.tlog import TlogCheck, bind_envelope, bind_signature, parse_transparency_annotation, verify_logged
+
+if TYPE_CHECKING:
+    from chainmail.transparency.entry import LogEntry
+    from chainmail.verify.model import Verified
+
+TRANSPARENCY = "chains.tekton.dev/transparency"
+
+
+def _binder(items: list[Verified], key_pems: list[str]) -> Any:
+    def bind(entry: LogEntry) -> None:
+        last: TlogMismatchError | None = None
+        for item in items:
+            if not item.signature:
+                continue
+            try:
+                if item.signature.lstrip()[:1] == b"{":
+                    bind_envelope(entry, item.signature, key_pems)
+                else:
+                    bind_signature(entry, item.payload, item.signature, key_pems)
+                return
+            except TlogMismatchError as exc:
+                last = exc
+        raise last or TlogMismatchError(f"the transparency log entry {entry.uuid} binds none of the run's "
+                                        "signatures")
+    return bind
+
+
+def check_run_tlog(ref: str, annotations: dict[str, Any], items: list[Verified], own: list[Verified],
+                   key_pems: list[str], tlog: TlogCheck | None) -> LogEntry | None:
+    """The run's log entry (annotation, else ``--rekor-url`` lookup) verifies and binds one of ``items``
+    (the run's verified signatures; ``own``: its own attestation, what a lookup searches for)."""
+    check = tlog if tlog is not None else TlogCheck()
+    if check.ignore:
+        return None
+    bind = _binder(items, key_pems)
+    value = annotations.get(TRANSPARENCY)
+    if isinstance(value, str) and value.strip():
+        url, index = parse_transparency_annotation(value)
+        entry = check.fetch(url, log_index=index)
+        verify_logged(entry, check.log_keys())
+        bind(entry)
+        return entry
+    if check.rekor_url and own:
+        return check.lookup(check.rekor_url, hashlib.sha256(own[0].payload).hexdigest(), _binder(own, key_pems))
+    raise TlogMissingError(f"{ref} has no {TRANSPARENCY} annotation: its signature was never logged (pass "
+                           "--rekor-url URL to look it up, or --insecure-ignore-tlog to accept it unlogged)")
