@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -46,8 +47,10 @@ def _no_ambient_docker_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.delenv("COSIGN_REPOSITORY", raising=False)
 
 
-def sign_into(registry: RegistryServer, stack: Stack, key: str, repo: str, *, logged: bool = True) -> str:
-    """Push a test image and store chainmail's .sig and .att for it (logged in the stack's Rekor or not)."""
+def sign_into(registry: RegistryServer, stack: Stack, key: str, repo: str, *, logged: bool = True,
+              encoding: str = "dsse") -> str:
+    """Push a test image and store chainmail's .sig and .att for it (logged in the stack's Rekor or not);
+    ``encoding`` ``sigstore-bundle``: as Sigstore bundle referrers instead."""
     from test_oci_store import image_payload, statement_payload
 
     from chainmail.config import Config
@@ -61,8 +64,11 @@ def sign_into(registry: RegistryServer, stack: Stack, key: str, repo: str, *, lo
     ref = push_test_image(registry, repo, repo)
     ctx = Context(key=key, config=Config.from_mapping({
         "transparency.enabled": "true" if logged else "false", "transparency.url": stack.url,
-        "chainmail.transparency.trusted-root": str(stack.trusted_root)}))
-    signed = sign_payloads([image_payload(ref, snapshot), statement_payload([ref], snapshot)], ctx)
+        "chainmail.transparency.trusted-root": str(stack.trusted_root), "storage.oci.encoding-format": encoding}))
+    image = image_payload(ref, snapshot)
+    if encoding == "sigstore-bundle":  # bundles hold DSSE envelopes, simple-signing payloads too
+        image = dataclasses.replace(image, wrap=True)
+    signed = sign_payloads([image, statement_payload([ref], snapshot)], ctx)
     OciBackend(StoreSession(ctx, snapshot)).store(signed)
     return ref
 
@@ -112,6 +118,22 @@ def test_unlogged_fails_unless_the_log_is_ignored(registry: RegistryServer, sigs
         assert code == 24, err
         assert "no transparency log entry" in err and len(err.strip().splitlines()) == 1
         code, err = verify(capsys, what, ref, key, sigstore_stack, "--insecure-ignore-tlog")
+        assert code == 0, err
+
+
+def test_key_based_bundles_carry_their_log_entry(
+        registry: RegistryServer, sigstore_stack: Stack, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = sign_into(registry, sigstore_stack, key, "tlog/bundles", encoding="sigstore-bundle")
+    for what in ("image", "attestation"):
+        code, err = verify(capsys, what, ref, key, sigstore_stack)
+        assert code == 0, err
+        assert "bundle-" in err  # the layouts line: it was the bundle that verified
+    unlogged = sign_into(registry, sigstore_stack, key, "tlog/bundles-unlogged", logged=False,
+                         encoding="sigstore-bundle")
+    for what in ("image", "attestation"):
+        code, err = verify(capsys, what, unlogged, key, sigstore_stack)
+        assert code == 24, err
+        code, err = verify(capsys, what, unlogged, key, sigstore_stack, "--insecure-ignore-tlog")
         assert code == 0, err
 
 
