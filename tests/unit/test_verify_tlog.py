@@ -214,3 +214,12 @@ def test_search_outcome_says_why_when_every_candidate_failed_the_log() -> None:
     with pytest.raises(NoMatchingSignatureError) as caught:
         outcome(search, "signatures")
     assert type(caught.value) is NoMatchingSignatureError
+
+
+def test_the_entry_must_name_the_key_that_verified() -> None:
+    from chainmail.verify.tlog import verifying_pems
+
+    keys = [("PEM-A", "SHA256:a"), ("PEM-B", "SHA256:b"), ("PEM-C", "")]
+    assert verifying_pems(keys, "SHA256:b") == ["PEM-B"]
+    assert verifying_pems(keys, "unknown") == ["PEM-C"]  # a key without a fingerprint verified
+    assert verifying_pems(keys, "SHA256:z") == ["PEM-A", "PEM-B", "PEM-C"]

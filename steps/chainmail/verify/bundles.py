@@ -125,8 +125,8 @@ def verify_bundle(bundle: dict[str, Any], image: Reference, keys: list[Key], ide
     else:
         statement = check_statement(payload_type, payload, image.digest, SIGN_PREDICATE if signatures else wanted)
     if identity is None:
-        from chainmail.verify.tlog import TlogCheck, entry_from_bundle
+        from chainmail.verify.tlog import TlogCheck, entry_from_bundle, verifying_pems
 
         (tlog or TlogCheck()).require_envelope(entry_from_bundle(bundle), envelope, payload,
-                                               [pem for pem, _ in keys])
+                                               verifying_pems(keys, key_id))
     return Verified(target, layout, payload_type, payload, statement, key_id, cert, location)

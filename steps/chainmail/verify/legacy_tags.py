@@ -17,6 +17,7 @@ from chainmail.verify.claims import check_simplesigning, check_statement, parse_
 from chainmail.verify.model import Verified
 from chainmail.verify.oci import json_blob
 from chainmail.verify.search import FATAL, Search
+from chainmail.verify.tlog import TlogCheck, entry_from_cosign_bundle, verifying_pems
 from chainmail.verify.trust import layer_annotations, text_annotation, verify_envelope, verify_signature_layer
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from chainmail.transparency.entry import LogEntry
     from chainmail.verify.certificates import IdentityPolicy
     from chainmail.verify.keys import Key
-    from chainmail.verify.tlog import TlogCheck
     from chainmail.verify.trusted_root import TrustedRoot
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -34,8 +34,6 @@ BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 
 def layer_tlog_entry(annotations: dict[str, Any]) -> LogEntry | None:
     """The Rekor entry of a layer's ``dev.sigstore.cosign/bundle`` annotation (None when it has none)."""
-    from chainmail.verify.tlog import entry_from_cosign_bundle
-
     value = text_annotation(annotations, BUNDLE_ANNOTATION)
     return entry_from_cosign_bundle(value) if value.strip() else None
 
@@ -83,7 +81,8 @@ def verify_sig_layer(client: RegistryClient, repo: Reference, image: Reference, 
         raise NoMatchingSignatureError("signature does not verify with the given key(s)")
     check_simplesigning(payload, image.digest)
     if identity is None:
-        _tlog(tlog).require_signature(layer_tlog_entry(annotations), payload, signature, [pem for pem, _ in keys])
+        _tlog(tlog).require_signature(layer_tlog_entry(annotations), payload, signature,
+                                      verifying_pems(keys, key_id))
     return Verified(target, "legacy-sig", SIMPLESIGNING_PAYLOAD_TYPE, payload, None, key_id, cert, where)
 
 
@@ -100,11 +99,10 @@ def verify_att_layer(client: RegistryClient, repo: Reference, image: Reference, 
                                                     layer=layer)
     statement = check_statement(payload_type, payload, image.digest, wanted)
     if identity is None:
-        _tlog(tlog).require_envelope(layer_tlog_entry(annotations), envelope, payload, [pem for pem, _ in keys])
+        _tlog(tlog).require_envelope(layer_tlog_entry(annotations), envelope, payload, verifying_pems(keys, key_id))
     return Verified(target, "legacy-att", payload_type, payload, statement, key_id, cert, where)
 
 
 def _tlog(tlog: TlogCheck | None) -> TlogCheck:
-    from chainmail.verify.tlog import TlogCheck
-
     return tlog if tlog is not None else TlogCheck()
+

@@ -119,6 +119,12 @@ def entry_from_bundle(bundle: dict[str, Any]) -> LogEntry | None:
     return _parse("Sigstore bundle tlogEntries", build)
 
 
+def verifying_pems(keys: list[tuple[str, str]], key_id: str) -> list[str]:
+    """The PEMs of ``keys`` (``(pem, key id)``) that have the key id a verification returned: the entry
+    must name the key that verified, not just any key given."""
+    return [pem for pem, kid in keys if (kid or "unknown") == key_id] or [pem for pem, _ in keys]
+
+
 def verify_logged(entry: LogEntry, keys: list[LogKey]) -> LogKey:
     """The entry's log is trusted (28), its SET verifies (26), its proof and checkpoint too (27)."""
     from chainmail.transparency.verify import log_key_for, verify_inclusion, verify_set, verify_uuid
