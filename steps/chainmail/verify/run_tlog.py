@@ -3,8 +3,9 @@ one of the run's own verified signatures.
 
 Chains records one entry per run (``<rekor URL>/api/v1/log/entries?logIndex=N``; chainmail, like Chains,
 keeps the last one logged, which may be the run's attestation or one of its image signatures). That
-entry is fetched from the URL it names, verified against the trusted log keys and must bind a
-signature found on the run. Without the annotation, ``--rekor-url`` looks the run's attestation up by
+entry is fetched from the URL it names (or from ``--rekor-url``, for a log the annotation names by an
+address only reachable in-cluster), verified against the trusted log keys and must bind a signature
+found on the run. Without the annotation, ``--rekor-url`` looks the run's attestation up by
 its payload sha256; else the run fails with :class:`TlogMissingError` (24), unless the check is ignored.
 """
 
@@ -53,7 +54,7 @@ def check_run_tlog(ref: str, annotations: dict[str, Any], items: list[Verified],
     value = annotations.get(TRANSPARENCY)
     if isinstance(value, str) and value.strip():
         url, index = parse_transparency_annotation(value)
-        entry = check.fetch(url, log_index=index)
+        entry = check.fetch(check.rekor_url or url, log_index=index)
         verify_logged(entry, check.log_keys())
         bind(entry)
         return entry
