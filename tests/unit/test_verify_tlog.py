@@ -223,3 +223,36 @@ def test_the_entry_must_name_the_key_that_verified() -> None:
     assert verifying_pems(keys, "SHA256:b") == ["PEM-B"]
     assert verifying_pems(keys, "unknown") == ["PEM-C"]  # a key without a fingerprint verified
     assert verifying_pems(keys, "SHA256:z") == ["PEM-A", "PEM-B", "PEM-C"]
+
+
+def test_a_run_entry_must_bind_one_of_its_signatures(monkeypatch: pytest.MonkeyPatch, log_key: Any, signer: Any,
+                                                     trusted: list[LogKey]) -> None:
+    from chainmail.models import SIMPLESIGNING_PAYLOAD_TYPE
+    from chainmail.verify.model import Verified
+    from chainmail.verify.run_tlog import TRANSPARENCY, check_children_tlog, check_run_tlog
+
+    entry, signature = hashed(log_key, signer)
+    logged_item = Verified("taskrun/ns/c", "annotations", SIMPLESIGNING_PAYLOAD_TYPE, PAYLOAD, signature=signature)
+    other_item = Verified("taskrun/ns/c", "annotations", SIMPLESIGNING_PAYLOAD_TYPE, PAYLOAD,
+                          signature=_sign(signer, PAYLOAD))
+    checker = check(trusted)
+    asked: list[tuple[str, int | None]] = []
+
+    def fetch(url: str, *, uuid: str | None = None, log_index: int | None = None) -> LogEntry:
+        asked.append((url, log_index))
+        return entry
+
+    monkeypatch.setattr(checker, "fetch", fetch)
+    marks = {TRANSPARENCY: "https://rekor.example/api/v1/log/entries?logIndex=7"}
+    pems = [_pem(signer)]
+    assert check_run_tlog("taskrun/ns/r", marks, [other_item, logged_item], [], pems, checker) is entry
+    assert asked == [("https://rekor.example", 7)]
+    with pytest.raises(TlogMismatchError, match="^taskrun/ns/r: ") as caught:
+        check_run_tlog("taskrun/ns/r", marks, [other_item], [], pems, checker)
+    assert caught.value.exit_code == 25
+    with pytest.raises(TlogMissingError, match="has no chains.tekton.dev/transparency annotation"):
+        check_run_tlog("taskrun/ns/r", {}, [logged_item], [logged_item], pems, checker)
+    # children: checked when they name an entry, not required to
+    check_children_tlog([("taskrun/ns/c", marks, [logged_item]), ("taskrun/ns/d", {}, [other_item])], pems, checker)
+    with pytest.raises(TlogMismatchError, match="^taskrun/ns/c: "):
+        check_children_tlog([("taskrun/ns/c", marks, [other_item])], pems, checker)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from chainmail.errors import TlogMismatchError, TlogMissingError
+from chainmail.errors import TLOG_ERRORS, TlogMismatchError, TlogMissingError
 from chainmail.verify.tlog import TlogCheck, bind_envelope, bind_signature, parse_transparency_annotation, verify_logged
 
 if TYPE_CHECKING:
@@ -50,15 +50,28 @@ def check_run_tlog(ref: str, annotations: dict[str, Any], items: list[Verified],
     check = tlog if tlog is not None else TlogCheck()
     if check.ignore:
         return None
-    bind = _binder(items, key_pems)
     value = annotations.get(TRANSPARENCY)
-    if isinstance(value, str) and value.strip():
-        url, index = parse_transparency_annotation(value)
-        entry = check.fetch(check.rekor_url or url, log_index=index)
-        verify_logged(entry, check.log_keys())
-        bind(entry)
-        return entry
-    if check.rekor_url and own:
-        return check.lookup(check.rekor_url, hashlib.sha256(own[0].payload).hexdigest(), _binder(own, key_pems))
+    try:
+        if isinstance(value, str) and value.strip():
+            url, index = parse_transparency_annotation(value)
+            entry = check.fetch(check.rekor_url or url, log_index=index)
+            verify_logged(entry, check.log_keys())
+            _binder(items, key_pems)(entry)
+            return entry
+        if check.rekor_url and own:
+            return check.lookup(check.rekor_url, hashlib.sha256(own[0].payload).hexdigest(),
+                                _binder(own, key_pems))
+    except TLOG_ERRORS as exc:
+        raise type(exc)(f"{ref}: {exc}") from None
     raise TlogMissingError(f"{ref} has no {TRANSPARENCY} annotation: its signature was never logged (pass "
                            "--rekor-url URL to look it up, or --insecure-ignore-tlog to accept it unlogged)")
+
+
+def check_children_tlog(children: list[tuple[str, dict[str, Any], list[Verified]]], key_pems: list[str],
+                        tlog: TlogCheck | None) -> None:
+    """A PipelineRun's children ``(ref, annotations, verified)``: each that names a log entry must have one
+    that verifies and binds one of its signatures (a child without one is not required to: children never
+    stand in for the PipelineRun's own attestation)."""
+    for ref, marks, items in children:
+        if isinstance(marks.get(TRANSPARENCY), str) and items:
+            check_run_tlog(ref, marks, items, [], key_pems, tlog)

@@ -209,8 +209,10 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
     own = [v for short, v in found if short == main.own_key]
     verified = [v for _, v in found]
     children = _children(main, candidates, failures) if main.kind == "PipelineRun" else []
+    child_items: list[tuple[str, dict[str, Any], list[Verified]]] = []
     for child in children:
         items = _verify_signatures(child, keys, failures, read)
+        child_items.append((child.ref, child.annotations, [v for _, v in items]))
         for _, item in items:
             parent = item.signed_run.parent_uid if item.signed_run is not None else ""
             if parent and parent != main.uid:
@@ -230,8 +232,10 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
         more = f"; the signatures of its {len(children)} child TaskRun(s) do not stand in for it" if children else ""
         where = f"(chains.tekton.dev/signature-{main.own_key})" if isinstance(read, RefsReader) else "in the gcs bucket"
         raise NoSignatureError(f"{main.ref} has no signature of its own {where}{more}")
-    from chainmail.verify.run_tlog import check_run_tlog
+    from chainmail.verify.run_tlog import check_children_tlog, check_run_tlog
 
-    check_run_tlog(main.ref, main.annotations, [v for _, v in found], own, [pem for pem, _ in keys], tlog)
+    pems = [pem for pem, _ in keys]
+    check_run_tlog(main.ref, main.annotations, [v for _, v in found], own, pems, tlog)
+    check_children_tlog(child_items, pems, tlog)
     _note_unmarked(main)
     return verified
