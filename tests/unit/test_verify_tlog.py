@@ -197,7 +197,8 @@ def test_transparency_annotation_is_parsed_strictly() -> None:
     assert parse_transparency_annotation("http://127.0.0.1:3000/r/api/v1/log/entries?logIndex=0") == (
         "http://127.0.0.1:3000/r", 0)
     for bad in ("rekor.example/api/v1/log/entries?logIndex=1", "https://rekor.example/api/v1/log/entries",
-                "https://rekor.example/api/v1/log/entries?logIndex=-1", "file:///api/v1/log/entries?logIndex=1"):
+                "https://rekor.example/api/v1/log/entries?logIndex=-1", "file:///api/v1/log/entries?logIndex=1",
+                "https://rekor.example/api/v1/log/entries?logIndex=\u00b2"):
         with pytest.raises(TlogEntryInvalidError):
             parse_transparency_annotation(bad)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,12 +56,12 @@ MAX_LOOKUP = 64
 
 
 @contextmanager
-def _as(cls: type[VerificationError], prefix: str = "") -> Iterator[None]:
+def _as(cls: type[VerificationError]) -> Iterator[None]:
     """Turn the transparency package's :class:`TransparencyError` into the typed verification error ``cls``."""
     try:
         yield
     except TransparencyError as exc:
-        raise cls(prefix + str(exc)) from None
+        raise cls(str(exc)) from None
 
 
 def _parse(what: str, build: Callable[[], LogEntry]) -> LogEntry:
@@ -187,7 +188,8 @@ def parse_transparency_annotation(value: str) -> tuple[str, int]:
     parts = urlsplit(value.strip())
     marker = "/api/v1/log/entries"
     index = parse_qs(parts.query).get("logIndex", [""])[0]
-    if parts.scheme not in ("http", "https") or not parts.path.endswith(marker) or not index.isdigit():
+    if parts.scheme not in ("http", "https") or not parts.path.endswith(marker) or not re.fullmatch(r"[0-9]{1,19}",
+                                                                                                     index):
         raise TlogEntryInvalidError(f"chains.tekton.dev/transparency {value[:200]!r} is not "
                                     "<rekor URL>/api/v1/log/entries?logIndex=N")
     return f"{parts.scheme}://{parts.netloc}{parts.path[: -len(marker)]}", int(index)
