@@ -175,6 +175,10 @@ def test_cosign_bundle_annotation_and_bundle_tlog_entries_round_trip(log_key: An
         assert caught.value.exit_code == 26
     with pytest.raises(TlogEntryInvalidError):
         entry_from_bundle({"verificationMaterial": {"tlogEntries": [{"logIndex": "1"}]}})
+    far = entry.cosign_bundle()
+    far["Payload"]["integratedTime"] = 10**20
+    with pytest.raises(TlogEntryInvalidError, match="not a time"):
+        entry_from_cosign_bundle(json.dumps(far))
 
 
 def test_keyless_integrated_time_must_be_inside_the_certificate(signer: Any) -> None:

@@ -64,9 +64,16 @@ def _as(cls: type[VerificationError]) -> Iterator[None]:
         raise cls(str(exc)) from None
 
 
+#: Latest ``integratedTime`` a datetime can hold (9999-12-31T23:59:59Z).
+_MAX_TIME = 253402300799
+
+
 def _parse(what: str, build: Callable[[], LogEntry]) -> LogEntry:
     try:
-        return build()
+        entry = build()
+        if entry.integrated_time > _MAX_TIME:
+            raise TlogEntryInvalidError(f"{what}: integratedTime {entry.integrated_time} is not a time")
+        return entry
     except TransparencyError as exc:
         raise TlogEntryInvalidError(f"{what}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
