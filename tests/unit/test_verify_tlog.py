@@ -249,15 +249,15 @@ def test_a_run_entry_must_bind_one_of_its_signatures(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(checker, "fetch", fetch)
     marks = {TRANSPARENCY: "https://rekor.example/api/v1/log/entries?logIndex=7"}
-    pems = [_pem(signer)]
-    assert check_run_tlog("taskrun/ns/r", marks, [other_item, logged_item], [], pems, checker) is entry
+    keys = [(_pem(signer), "")]
+    assert check_run_tlog("taskrun/ns/r", marks, [other_item, logged_item], [], keys, checker) is entry
     assert asked == [("https://rekor.example", 7)]
     with pytest.raises(TlogMismatchError, match="^taskrun/ns/r: ") as caught:
-        check_run_tlog("taskrun/ns/r", marks, [other_item], [], pems, checker)
+        check_run_tlog("taskrun/ns/r", marks, [other_item], [], keys, checker)
     assert caught.value.exit_code == 25
     with pytest.raises(TlogMissingError, match="has no chains.tekton.dev/transparency annotation"):
-        check_run_tlog("taskrun/ns/r", {}, [logged_item], [logged_item], pems, checker)
+        check_run_tlog("taskrun/ns/r", {}, [logged_item], [logged_item], keys, checker)
     # children: checked when they name an entry, not required to
-    check_children_tlog([("taskrun/ns/c", marks, [logged_item]), ("taskrun/ns/d", {}, [other_item])], pems, checker)
+    check_children_tlog([("taskrun/ns/c", marks, [logged_item]), ("taskrun/ns/d", {}, [other_item])], keys, checker)
     with pytest.raises(TlogMismatchError, match="^taskrun/ns/c: "):
-        check_children_tlog([("taskrun/ns/c", marks, [other_item])], pems, checker)
+        check_children_tlog([("taskrun/ns/c", marks, [other_item])], keys, checker)

@@ -15,7 +15,14 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from chainmail.errors import TLOG_ERRORS, TlogMismatchError, TlogMissingError
-from chainmail.verify.tlog import TlogCheck, bind_envelope, bind_signature, parse_transparency_annotation, verify_logged
+from chainmail.verify.tlog import (
+    TlogCheck,
+    bind_envelope,
+    bind_signature,
+    parse_transparency_annotation,
+    verify_logged,
+    verifying_pems,
+)
 
 if TYPE_CHECKING:
     from chainmail.transparency.entry import LogEntry
@@ -24,17 +31,19 @@ if TYPE_CHECKING:
 TRANSPARENCY = "chains.tekton.dev/transparency"
 
 
-def _binder(items: list[Verified], key_pems: list[str]) -> Any:
+def _binder(items: list[Verified], keys: list[tuple[str, str]]) -> Any:
+    """A check that an entry logs one of ``items``' signatures, by the key that verified it."""
     def bind(entry: LogEntry) -> None:
         last: TlogMismatchError | None = None
         for item in items:
             if not item.signature:
                 continue
+            pems = verifying_pems(keys, item.key_id)
             try:
                 if item.signature.lstrip()[:1] == b"{":
-                    bind_envelope(entry, item.signature, key_pems)
+                    bind_envelope(entry, item.signature, pems)
                 else:
-                    bind_signature(entry, item.payload, item.signature, key_pems)
+                    bind_signature(entry, item.payload, item.signature, pems)
                 return
             except TlogMismatchError as exc:
                 last = exc
@@ -44,9 +53,10 @@ def _binder(items: list[Verified], key_pems: list[str]) -> Any:
 
 
 def check_run_tlog(ref: str, annotations: dict[str, Any], items: list[Verified], own: list[Verified],
-                   key_pems: list[str], tlog: TlogCheck | None) -> LogEntry | None:
+                   keys: list[tuple[str, str]], tlog: TlogCheck | None) -> LogEntry | None:
     """The run's log entry (annotation, else ``--rekor-url`` lookup) verifies and binds one of ``items``
-    (the run's verified signatures; ``own``: its own attestation, what a lookup searches for)."""
+    (the run's verified signatures; ``own``: its own attestation, what a lookup searches for); ``keys``:
+    the ``(pem, key id)`` given to verify with."""
     check = tlog if tlog is not None else TlogCheck()
     if check.ignore:
         return None
@@ -56,22 +66,22 @@ def check_run_tlog(ref: str, annotations: dict[str, Any], items: list[Verified],
             url, index = parse_transparency_annotation(value)
             entry = check.fetch(check.rekor_url or url, log_index=index)
             verify_logged(entry, check.log_keys())
-            _binder(items, key_pems)(entry)
+            _binder(items, keys)(entry)
             return entry
         if check.rekor_url and own:
             return check.lookup(check.rekor_url, hashlib.sha256(own[0].payload).hexdigest(),
-                                _binder(own, key_pems))
+                                _binder(own, keys))
     except TLOG_ERRORS as exc:
         raise type(exc)(f"{ref}: {exc}") from None
     raise TlogMissingError(f"{ref} has no {TRANSPARENCY} annotation: its signature was never logged (pass "
                            "--rekor-url URL to look it up, or --insecure-ignore-tlog to accept it unlogged)")
 
 
-def check_children_tlog(children: list[tuple[str, dict[str, Any], list[Verified]]], key_pems: list[str],
+def check_children_tlog(children: list[tuple[str, dict[str, Any], list[Verified]]], keys: list[tuple[str, str]],
                         tlog: TlogCheck | None) -> None:
     """A PipelineRun's children ``(ref, annotations, verified)``: each that names a log entry must have one
     that verifies and binds one of its signatures (a child without one is not required to: children never
     stand in for the PipelineRun's own attestation)."""
     for ref, marks, items in children:
         if isinstance(marks.get(TRANSPARENCY), str) and items:
-            check_run_tlog(ref, marks, items, [], key_pems, tlog)
+            check_run_tlog(ref, marks, items, [], keys, tlog)

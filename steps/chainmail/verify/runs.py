@@ -234,8 +234,7 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
         raise NoSignatureError(f"{main.ref} has no signature of its own {where}{more}")
     from chainmail.verify.run_tlog import check_children_tlog, check_run_tlog
 
-    pems = [pem for pem, _ in keys]
-    check_run_tlog(main.ref, main.annotations, [v for _, v in found], own, pems, tlog)
-    check_children_tlog(child_items, pems, tlog)
+    check_run_tlog(main.ref, main.annotations, [v for _, v in found], own, keys, tlog)
+    check_children_tlog(child_items, keys, tlog)
     _note_unmarked(main)
     return verified
