@@ -261,3 +261,34 @@ def test_a_run_entry_must_bind_one_of_its_signatures(monkeypatch: pytest.MonkeyP
     check_children_tlog([("taskrun/ns/c", marks, [logged_item]), ("taskrun/ns/d", {}, [other_item])], keys, checker)
     with pytest.raises(TlogMismatchError, match="^taskrun/ns/c: "):
         check_children_tlog([("taskrun/ns/c", marks, [other_item])], keys, checker)
+
+
+def test_a_lookup_checks_at_most_64_entries_and_takes_the_one_that_binds(
+        monkeypatch: pytest.MonkeyPatch, log_key: Any, signer: Any, trusted: list[LogKey]) -> None:
+    ours, signature = hashed(log_key, signer)
+    theirs, _ = hashed(log_key, ec.generate_private_key(ec.SECP256R1()))  # same payload, another signer
+    checker = check(trusted)
+    fetched: list[str] = []
+
+    class Index:
+        def __init__(self, uuids: list[str]) -> None:
+            self.uuids = uuids
+
+        def search(self, *, sha256: str) -> list[str]:
+            assert sha256 == hashlib.sha256(PAYLOAD).hexdigest()
+            return self.uuids
+
+    def fetch(url: str, *, uuid: str | None = None, log_index: int | None = None) -> LogEntry:
+        fetched.append(str(uuid))
+        return ours if uuid == "ours" else theirs
+
+    monkeypatch.setattr(checker, "fetch", fetch)
+    monkeypatch.setattr(checker, "client", lambda url: Index(["theirs"] * 3 + ["ours"]))
+    checker.rekor_url = "https://rekor.example"
+    assert checker.require_signature(None, PAYLOAD, signature, [_pem(signer)]) is ours
+    assert fetched == ["theirs"] * 3 + ["ours"]
+    fetched.clear()
+    monkeypatch.setattr(checker, "client", lambda url: Index(["theirs"] * 100 + ["ours"]))
+    with pytest.raises(TlogMissingError, match="no entry of transparency log https://rekor.example") as caught:
+        checker.require_signature(None, PAYLOAD, signature, [_pem(signer)])
+    assert len(fetched) == 64 and caught.value.exit_code == 24

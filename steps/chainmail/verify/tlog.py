@@ -272,10 +272,17 @@ class TlogCheck:
         return entry
 
     def lookup(self, url: str, sha256: str, bind: Callable[[LogEntry], None]) -> LogEntry:
-        """Search ``url``'s index for ``sha256`` (at most :data:`MAX_LOOKUP` results); the first entry that
-        binds the signature must verify. None binds: :class:`TlogMissingError`."""
+        """Search ``url``'s index for ``sha256`` (at most :data:`MAX_LOOKUP` results, within one retry deadline
+        overall); the first entry that binds the signature must verify. None binds: :class:`TlogMissingError`."""
+        import time
+
+        budget = self.retry.deadline if self.retry is not None else 30.0
+        start = time.monotonic()
         uuids = self.client(url).search(sha256=sha256)[:MAX_LOOKUP]
         for uuid in uuids:
+            if time.monotonic() - start > budget:  # a slow log cannot stretch a lookup to 64 deadlines
+                raise TransparencyError(f"transparency log {url}: looking the signature up took longer than "
+                                        f"{budget:g}s ({len(uuids)} entries to check)")
             try:
                 entry = self.fetch(url, uuid=uuid)
                 bind(entry)
