@@ -152,7 +152,7 @@ STEPACTIONS: tuple[StepActionSpec, ...] = (
         ),
         subcommand=None,
         params=("IMAGE", "KEY", "ATTESTATION_TYPE", "CHECK_SIGNATURE", "POLICY", "POLICY_FILE",
-                "CHAINS_CONFIG"),
+                "CHAINS_CONFIG", "IGNORE_TLOG", "REKOR_URL"),
         workspaces={"public-key": None, "policy": None, "dockerconfig": None},
     ),
 )

@@ -204,3 +204,40 @@ class FulcioUnreachableError(SigningError):
     """Keyless signing: Fulcio could not be reached, or kept failing, until the retry deadline."""
 
     exit_code = 33
+
+
+class TlogMissingError(NoMatchingSignatureError):
+    """A key-signed signature carries no transparency-log entry (and ``--insecure-ignore-tlog`` was not given)."""
+
+    exit_code = 24
+
+
+class TlogMismatchError(NoMatchingSignatureError):
+    """The log entry is not about this signature (payload, signature or key differ), or was integrated
+    outside the signing certificate's validity."""
+
+    exit_code = 25
+
+
+class TlogEntryInvalidError(NoMatchingSignatureError):
+    """The log entry is malformed, or its signed entry timestamp (SET) does not verify with the log's key."""
+
+    exit_code = 26
+
+
+class TlogInclusionError(NoMatchingSignatureError):
+    """The log entry's inclusion proof or signed checkpoint does not verify."""
+
+    exit_code = 27
+
+
+class TlogUnknownLogError(NoMatchingSignatureError):
+    """The log entry comes from a log whose key is not in the trusted root (or was not valid then)."""
+
+    exit_code = 28
+
+
+#: The transparency-log verification failures, each with its own exit code (24-28); they are signatures
+#: that did not verify, so each is a :class:`NoMatchingSignatureError`.
+TLOG_ERRORS: tuple[type[VerificationError], ...] = (
+    TlogMissingError, TlogMismatchError, TlogEntryInvalidError, TlogInclusionError, TlogUnknownLogError)

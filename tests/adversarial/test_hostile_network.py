@@ -74,7 +74,7 @@ def verify(evil: HostileServer, key: str, tmp_path: Path) -> Callable[..., Outco
     before = files_under(tmp_path)
 
     def run(*extra: str, timeout: float = 60.0, measure: bool = False) -> Outcome:
-        args = ["verify", "image", f"{evil.host}/{REPO_NAME}@{image}", "--key", f"{key}/cosign.pub",
+        args = ["verify", "image", "--insecure-ignore-tlog", f"{evil.host}/{REPO_NAME}@{image}", "--key", f"{key}/cosign.pub",
                 "--docker-config", str(config), *extra]
         out = _measured(args, tmp_path, timeout) if measure else chainmail(args, cwd=tmp_path, timeout=timeout)
         assert files_under(tmp_path) == before, "verify wrote files"
@@ -249,7 +249,7 @@ def test_api_server_flooding_a_run(other: HostileServer, key: str, tmp_path: Pat
         "users": [{"name": "u", "user": {"token": "attacker-token-value"}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": "demo"}}],
     }))
-    out = _measured(["verify", "run", "build", "-n", "demo", "--kind", "taskrun", "--key", f"{key}/cosign.pub",
+    out = _measured(["verify", "run", "--insecure-ignore-tlog", "build", "-n", "demo", "--kind", "taskrun", "--key", f"{key}/cosign.pub",
                      "--kubeconfig", str(kubeconfig)], tmp_path, 60)
     assert_rejected(out, 9, mentions="larger than the 64 MiB limit", within=40)
 

@@ -126,7 +126,7 @@ def verify(key: str, tmp_path: Path):
             (work / "policy.yaml").write_text(policy)
             policy = work / "policy.yaml"
         before = files_under(tmp_path)
-        out = chainmail(["verify", "run", "--from-file", str(work / "run.json"), "--key",
+        out = chainmail(["verify", "run", "--insecure-ignore-tlog", "--from-file", str(work / "run.json"), "--key",
                          str(Path(key) / "cosign.pub"), "--policy", str(policy)], cwd=work, timeout=WITHIN)
         assert files_under(tmp_path) == before, "verify wrote files"
         return out
@@ -279,7 +279,7 @@ def test_attestation_in_the_registry_with_build_written_source(sign, key: str, r
                         "--set", "artifacts.taskrun.format=slsa/v2alpha4", "--set", "artifacts.taskrun.storage=oci",
                         "--set", "artifacts.oci.storage=oci"], env=env, timeout=60)
     assert signed.code == 0, signed.stderr[-2000:]
-    args = ["verify", "attestation", image, "--key", str(Path(key) / "cosign.pub"), "--type", "slsaprovenance1",
+    args = ["verify", "attestation", "--insecure-ignore-tlog", image, "--key", str(Path(key) / "cosign.pub"), "--type", "slsaprovenance1",
             "--policy"]
     rejected_by_policy(chainmail([*args, str(EXAMPLES / "built-by-builder-from-main.yaml")], env=env, timeout=WITHIN),
                        "source-repository", "main-branch")

@@ -197,6 +197,19 @@ def test_verify_checks_signature_then_attestation(run, source: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("source", ["task", "stepaction"])
+def test_verify_transparency_log_params(run, source: str) -> None:
+    step = task_step("chainmail-verify") if source == "task" else stepaction_step("chainmail-verify")
+    out = run(step, params={"IMAGE": IMAGE, "KEY": "/k", "IGNORE_TLOG": "true"})
+    assert out.rc == 0, out.stderr
+    assert all("--insecure-ignore-tlog" in argv and "--rekor-url" not in argv for argv in out.calls)
+    out = run(step, params={"IMAGE": IMAGE, "KEY": "/k", "REKOR_URL": "https://rekor.example"})
+    assert out.rc == 0, out.stderr
+    assert len(out.calls) == 2
+    for argv in out.calls:
+        assert _flag(argv, "--rekor-url") == "https://rekor.example" and "--insecure-ignore-tlog" not in argv
+
+
 def test_verify_inline_policy_and_attestations_only(run) -> None:
     policy = "apiVersion: chainmail.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec: {rules: []}"
     out = run(task_step("chainmail-verify"), params={

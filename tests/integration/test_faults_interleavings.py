@@ -173,7 +173,7 @@ def test_runs_deleted_mid_sweep_are_skipped_and_the_rest_signed(registry, kube_a
 
 
 def _verify(kind: str, ref: str, key: str, tmp_path: Path) -> int:
-    result = run_chainmail(["verify", kind, ref, "--key", key], tmp_path, timeout=60)
+    result = run_chainmail(["verify", kind, "--insecure-ignore-tlog", ref, "--key", key], tmp_path, timeout=60)
     return result.returncode
 
 
@@ -197,6 +197,7 @@ def test_keys_rotated_between_runs(registry, kube_api, tmp_path, key, new_key):
         assert _verify("attestation", ref, good, tmp_path) == 0
         assert _verify("image", ref, bad, tmp_path) == 12  # cosign's "no matching signatures"
     # A verifier that trusts both keys (mid-rotation) accepts both generations.
-    both = run_chainmail(["verify", "image", f"{registry.host}/{new_runs[1].repo}@{new_runs[1].digest}",
+    both = run_chainmail(["verify", "image", "--insecure-ignore-tlog",
+                          f"{registry.host}/{new_runs[1].repo}@{new_runs[1].digest}",
                           "--key", key, "--key", new_key], tmp_path, timeout=60)
     assert both.returncode == 0, str(both)

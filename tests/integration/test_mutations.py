@@ -65,7 +65,10 @@ from chainmail.models import (
     RunSnapshot,
     SignedPayload,
 )
+from chainmail.verify.tlog import TlogCheck
 
+#: The signatures here were never logged: verification as with --insecure-ignore-tlog.
+NO_TLOG = TlogCheck(ignore=True)
 SEED = 0xC4A1_2024
 HOST = "127.0.0.1:5000"
 REPO = "demo/app"
@@ -502,8 +505,8 @@ def registry_verifier(world: World, layout: str) -> Callable[[Any], list[Any]]:
         ctx.registry = reg
         ref = image or world.image
         if layout in ("legacy-sig", "bundle-sig"):
-            return verify_image(ref, [world.pub], ctx)
-        return verify_attestation(ref, [world.pub], ctx, world.predicate)
+            return verify_image(ref, [world.pub], ctx, tlog=NO_TLOG)
+        return verify_attestation(ref, [world.pub], ctx, world.predicate, tlog=NO_TLOG)
 
     return verify
 
@@ -1304,7 +1307,7 @@ def verify_run_layout(world: World, run: dict[str, Any], layout: str) -> list[An
     from chainmail.errors import NoSignatureError
     from chainmail.verify import verify_run
 
-    verified = verify_run(run, [world.pub], Context())
+    verified = verify_run(run, [world.pub], Context(), tlog=NO_TLOG)
     if layout == "annotations-sig" and not any(v.payload_type == SIMPLESIGNING_PAYLOAD_TYPE for v in verified):
         raise NoSignatureError("no image signature among the run's verified annotations")
     return verified
@@ -1520,7 +1523,7 @@ def test_genuine_outputs_verify(world: World) -> None:
         ["bundle-fallback-tag"]
     assert [v.layout for v in registry_verifier(world, "bundle-att")(world.bundles["bundle-att-api"])] == \
         ["bundle-referrer"]
-    assert len(verify_run(world.runs["annotations-att"], [world.pub], Context())) == 1
+    assert len(verify_run(world.runs["annotations-att"], [world.pub], Context(), tlog=NO_TLOG)) == 1
     assert len(verify_run_layout(world, world.runs["annotations-sig"], "annotations-sig")) == 2
     assert len(verify_file_store(world.tmp / "file-store", [world.pub], Context())) == 2
     check_signatures(Workspace(world.tmp / "workspace").read_signed())
@@ -1653,10 +1656,11 @@ def test_registry_sample_matches_memory(registry: Any, results: Results, monkeyp
         ctx = Context()
         layout = variant.layout
         if layout in ("legacy-sig", "bundle-sig"):
-            real = run_verification(lambda ref=ref, ctx=ctx: verify_image(ref, [results.world.pub], ctx))
+            real = run_verification(lambda ref=ref, ctx=ctx: verify_image(ref, [results.world.pub], ctx,
+                                                                         tlog=NO_TLOG))
         else:
-            real = run_verification(lambda ref=ref, ctx=ctx: verify_attestation(ref, [results.world.pub], ctx,
-                                                                               results.world.predicate))
+            real = run_verification(lambda ref=ref, ctx=ctx: verify_attestation(
+                ref, [results.world.pub], ctx, results.world.predicate, tlog=NO_TLOG))
         assert (real.status, real.error) == (memory.status, memory.error), (variant.category, variant.note)
         if real.status == "accepted":
             assert [x.payload for x in real.verified] == [x.payload for x in memory.verified]

@@ -22,6 +22,7 @@ from chainmail.errors import (
     RegistryUnreachableError,
     TagNotFoundError,
 )
+from chainmail.verify.tlog import TlogCheck
 from clirun import cli
 from doubles.registry import RegistryServer, push_chains_fixture, push_test_image
 
@@ -90,11 +91,11 @@ def push_sig_variant(server: RegistryServer, fx: Path, repo: str, tag: str, *, l
 # -- Chains' real outputs verify -------------------------------------------------------------------
 
 def test_chains_image_signature_verifies(chains_image: str, pub: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(["verify", "image", chains_image, "--key", pub], capsys)
+    code, out, err = cli(["verify", "image", "--insecure-ignore-tlog", chains_image, "--key", pub], capsys)
     assert code == 0, err
     assert "legacy-sig" in out and "legacy-sig (1)" in err
     # by tag, with JSON output
-    code, out, err = cli(["verify", "image", chains_image.split("@")[0] + ":latest", "--key", pub, "-o", "json"],
+    code, out, err = cli(["verify", "image", "--insecure-ignore-tlog", chains_image.split("@")[0] + ":latest", "--key", pub, "-o", "json"],
                          capsys)
     assert code == 0, err
     doc = json.loads(out)
@@ -105,21 +106,21 @@ def test_chains_image_signature_verifies(chains_image: str, pub: str, capsys: py
 
 
 def test_chains_attestation_verifies(chains_image: str, pub: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(["verify", "attestation", chains_image, "--key", pub, "--type", "slsaprovenance"], capsys)
+    code, out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", chains_image, "--key", pub, "--type", "slsaprovenance"], capsys)
     assert code == 0, err
     assert "https://slsa.dev/provenance/v0.2" in out and "legacy-att" in out
 
 
 def test_chains_two_layer_att_verifies(chains_pipeline_image: str, pub: str,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(["verify", "attestation", chains_pipeline_image, "--key", pub, "--type", "slsaprovenance1",
+    code, out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", chains_pipeline_image, "--key", pub, "--type", "slsaprovenance1",
                           "--output", "json"], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["layouts"] == {"legacy-att": 2}
     kinds = sorted(v["statement"]["predicate"]["buildDefinition"]["buildType"] for v in doc["verified"])
     assert len(kinds) == 2
-    code, _out, err = cli(["verify", "image", chains_pipeline_image, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", chains_pipeline_image, "--key", pub], capsys)
     assert code == 0, err
 
 
@@ -127,9 +128,10 @@ def test_library_api_returns_verified_payloads(chains_image: str, pub: str) -> N
     from chainmail.context import Context
     from chainmail.verify import verify_attestation, verify_image
 
-    [sig] = verify_image(chains_image, [Path(pub).read_text()], Context())
+    [sig] = verify_image(chains_image, [Path(pub).read_text()], Context(), tlog=TlogCheck(ignore=True))
     assert sig.layout == "legacy-sig" and sig.statement is None and sig.ref == chains_image
-    [att] = verify_attestation(chains_image, [Path(pub).read_text()], Context(), "slsaprovenance02")
+    [att] = verify_attestation(chains_image, [Path(pub).read_text()], Context(), "slsaprovenance02",
+                               tlog=TlogCheck(ignore=True))
     assert att.payload_type == "application/vnd.in-toto+json" and att.statement is not None
     assert att.statement["subject"][0]["digest"]["sha256"] == chains_image.split("@")[1][7:]
 
@@ -137,15 +139,15 @@ def test_library_api_returns_verified_payloads(chains_image: str, pub: str) -> N
 # -- tampered copies are rejected -------------------------------------------------------------------
 
 def test_other_key_is_rejected(chains_image: str, other_pub: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = cli(["verify", "image", chains_image, "--key", other_pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", chains_image, "--key", other_pub], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
-    code, _out, err = cli(["verify", "attestation", chains_image, "--key", other_pub], capsys)
+    code, _out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", chains_image, "--key", other_pub], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
 
 
 def test_either_key_may_verify(chains_image: str, pub: str, other_pub: str,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = cli(["verify", "image", chains_image, "--key", other_pub, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", chains_image, "--key", other_pub, "--key", pub], capsys)
     assert code == 0, err
 
 
@@ -157,7 +159,7 @@ def test_flipped_signature_byte(registry: RegistryServer, fx: Path, pub: str,
     der[-5] ^= 0x01
     push_sig_variant(registry, fx / "chains-run", "tamper/flip", tag_of(ref, "sig"),
                      signature=base64.b64encode(bytes(der)).decode())
-    code, _out, err = cli(["verify", "image", ref, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", pub], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     assert "does not verify" in err
 
@@ -166,7 +168,7 @@ def test_edited_payload(registry: RegistryServer, fx: Path, pub: str, capsys: py
     ref = registry.push_image_from_fixture(fx / "chains-run", "tamper/payload")
     edited = (fx / "chains-run" / "sig-layer0.json").read_bytes().replace(b"demo/app", b"demo/evil")
     push_sig_variant(registry, fx / "chains-run", "tamper/payload", tag_of(ref, "sig"), layer=edited)
-    code, _out, err = cli(["verify", "image", ref, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", pub], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
 
 
@@ -177,10 +179,10 @@ def test_signature_for_another_image(registry: RegistryServer, fx: Path, pub: st
     push_sig_variant(registry, fx / "chains-run", "tamper/other", tag_of(other, "sig"))
     envelope = (fx / "chains-run" / "att-layer0.json").read_bytes()
     push_sig_variant(registry, fx / "chains-run", "tamper/other", tag_of(other, "att"), layer=envelope, kind="att")
-    code, _out, err = cli(["verify", "image", other, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", other, "--key", pub], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     assert "not for image" in err
-    code, _out, err = cli(["verify", "attestation", other, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", other, "--key", pub], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     assert "no subject" in err
 
@@ -193,27 +195,27 @@ def test_tampered_envelope(registry: RegistryServer, fx: Path, pub: str, capsys:
     envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
     push_sig_variant(registry, fx / "chains-run", "tamper/envelope", tag_of(ref, "att"),
                      layer=json.dumps(envelope).encode(), kind="att")
-    code, _out, err = cli(["verify", "attestation", ref, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", ref, "--key", pub], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
 
 
 def test_wrong_predicate_type(chains_image: str, pub: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = cli(["verify", "attestation", chains_image, "--key", pub, "--type", "slsaprovenance1"], capsys)
+    code, _out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", chains_image, "--key", pub, "--type", "slsaprovenance1"], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     assert "predicate type https://slsa.dev/provenance/v1" in err and "v0.2" in err
-    code, _out, err = cli(["verify", "attestation", chains_image, "--key", pub, "--type", "https://x.example/p"],
+    code, _out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", chains_image, "--key", pub, "--type", "https://x.example/p"],
                           capsys)
     assert code == NoMatchingSignatureError.exit_code
 
 
 def test_missing_image_and_missing_signatures(registry: RegistryServer, pub: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = cli(["verify", "image", f"{registry.host}/nothing/here:latest", "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", f"{registry.host}/nothing/here:latest", "--key", pub], capsys)
     assert code == TagNotFoundError.exit_code, err
     bare = push_test_image(registry, "unsigned/app", "unsigned")
-    code, _out, err = cli(["verify", "image", bare, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", bare, "--key", pub], capsys)
     assert code == NoSignatureError.exit_code, err
-    code, _out, err = cli(["verify", "attestation", bare, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", bare, "--key", pub], capsys)
     assert code == NoSignatureError.exit_code, err
 
 
@@ -239,19 +241,19 @@ def test_bundle_layout_verifies(registry: RegistryServer, fx: Path, pub: str, ot
     ctx = context(key_dir, **{"storage.oci.encoding-format": "sigstore-bundle"})
     store([*sign([statement_payload([ref], snapshot)], ctx), sign_wrapped_simplesigning(image_payload(ref, snapshot),
                                                                                        ctx)], ctx, snapshot)
-    code, out, err = cli(["verify", "image", ref, "--key", pub], capsys)
+    code, out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", pub], capsys)
     assert code == 0, err
     assert "bundle-fallback-tag" in out
-    code, out, err = cli(["verify", "attestation", ref, "--key", pub, "--type", "slsaprovenance1", "-o", "json"],
+    code, out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", ref, "--key", pub, "--type", "slsaprovenance1", "-o", "json"],
                          capsys)
     assert code == 0, err
     assert json.loads(out)["layouts"] == {"bundle-fallback-tag": 1}
-    code, _out, err = cli(["verify", "attestation", ref, "--key", other_pub], capsys)
+    code, _out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", ref, "--key", other_pub], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     # both layouts at once: legacy tags written next to the bundles
     legacy = context(key_dir)
     store(sign([statement_payload([ref], snapshot, marker="legacy")], legacy), legacy, snapshot)
-    code, out, err = cli(["verify", "attestation", ref, "--key", pub, "-o", "json"], capsys)
+    code, out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", ref, "--key", pub, "-o", "json"], capsys)
     assert code == 0, err
     assert json.loads(out)["layouts"] == {"legacy-att": 1, "bundle-fallback-tag": 1}
 
@@ -266,13 +268,13 @@ def test_policy_gate(chains_image: str, pub: str, tmp_path: Path, capsys: pytest
                     "      message: built by Chains\n")
     bad = tmp_path / "bad.yaml"
     bad.write_text(good.read_text().replace("name: good", "name: bad").replace("chains/v2'", "chains/v9'"))
-    code, out, err = cli(["verify", "attestation", chains_image, "--key", pub, "--policy", str(good)], capsys)
+    code, out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", chains_image, "--key", pub, "--policy", str(good)], capsys)
     assert code == 0, err
     assert "PASS builder" in out
-    code, out, err = cli(["verify", "attestation", chains_image, "--key", pub, "--policy", str(bad)], capsys)
+    code, out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", chains_image, "--key", pub, "--policy", str(bad)], capsys)
     assert code == PolicyViolationError.exit_code, err
     assert "FAIL builder" in out
-    code, out, _err = cli(["verify", "attestation", chains_image, "--key", pub, "--policy", str(bad), "-o", "json"],
+    code, out, _err = cli(["verify", "attestation", "--insecure-ignore-tlog", chains_image, "--key", pub, "--policy", str(bad), "-o", "json"],
                           capsys)
     assert code == PolicyViolationError.exit_code and json.loads(out)["policy"]["passed"] is False
 
@@ -282,20 +284,20 @@ def test_policy_gate(chains_image: str, pub: str, tmp_path: Path, capsys: pytest
 def test_registry_401_is_an_auth_error(auth_registry: RegistryServer, fx: Path, pub: str, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     ref = push_chains_fixture(auth_registry, fx / "chains-run", "private/app")
-    code, _out, err = cli(["verify", "image", ref, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", pub], capsys)
     assert code == RegistryAuthError.exit_code, err
     assert auth_registry.host in err and "private/app" in err
     wrong = auth_registry.docker_config(tmp_path / "wrong", password="not-it")
-    code, _out, err = cli(["verify", "image", ref, "--key", pub, "--docker-config", str(wrong)], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", pub, "--docker-config", str(wrong)], capsys)
     assert code == RegistryAuthError.exit_code and "not-it" not in err
     right = auth_registry.docker_config(tmp_path / "right")
-    code, _out, err = cli(["verify", "image", ref, "--key", pub, "--docker-config", str(right.parent)], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", pub, "--docker-config", str(right.parent)], capsys)
     assert code == 0, err
 
 
 def test_registry_down_is_unreachable(dead_registry_host: str, pub: str, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()
-    code, _out, err = cli(["verify", "image", f"{dead_registry_host}/app:latest", "--key", pub,
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", f"{dead_registry_host}/app:latest", "--key", pub,
                            "--set", "chainmail.retry.deadline-seconds=1"], capsys)
     assert code == RegistryUnreachableError.exit_code, err
     assert dead_registry_host in err
@@ -327,6 +329,6 @@ def test_malformed_sig_layers_fail_cleanly(registry: RegistryServer, fx: Path, p
     registry.push_raw("tamper/malformed", tag_of(ref, "sig"), json.dumps(doc).encode(),
                       [(fx / "chains-run" / "sig-config.json").read_bytes(),
                        (fx / "chains-run" / "sig-layer0.json").read_bytes()])
-    code, _out, err = cli(["verify", "image", ref, "--key", pub], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", pub], capsys)
     assert code in (NoMatchingSignatureError.exit_code, NoSignatureError.exit_code), err
     assert "internal error" not in err

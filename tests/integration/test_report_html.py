@@ -247,7 +247,7 @@ def test_cli_html_report_of_a_verified_pipelinerun(shared: Path, tmp_path: Path)
     run_file.write_text(json.dumps(bundle))
     out = tmp_path / "report.html"
     with pytest.raises(SystemExit) as info:
-        main(["report", "run", "--from-file", str(run_file), "--key", str(base / "cosign.pub"),
+        main(["report", "run", "--insecure-ignore-tlog", "--from-file", str(run_file), "--key", str(base / "cosign.pub"),
               "--format", "html", "--out", str(out)])
     assert info.value.code == 0
     png, dom = render(out.read_text(), tmp_path, "cli")

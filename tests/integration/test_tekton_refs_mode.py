@@ -65,7 +65,7 @@ def _sign(kube_api: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], key
 def _verify(kube_api: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str,
             run: dict[str, Any]) -> tuple[int, str, str]:
     md = run["metadata"]
-    return cli(["verify", "run", f"pipelinerun/{md['name']}", "-n", md["namespace"], "--key",
+    return cli(["verify", "run", "--insecure-ignore-tlog", f"pipelinerun/{md['name']}", "-n", md["namespace"], "--key",
                 str(Path(key, "cosign.pub")), "--kubeconfig", str(kube_api.kubeconfig(tmp_path)), "--output", "json",
                 *_sets(tmp_path, "refs")], capsys)
 

@@ -56,7 +56,7 @@ def test_refs_to_oci_verify(registry: Any, key: str, tmp_path: Path, capsys: pyt
     assert not [k for k in notes if k.startswith("chains.tekton.dev/payload-")]
     run["metadata"]["annotations"].update(notes)
     path.write_text(json.dumps(run))
-    code, out, err = cli(["verify", "run", "--from-file", str(path), "--key", str(Path(key, "cosign.pub")),
+    code, out, err = cli(["verify", "run", "--insecure-ignore-tlog", "--from-file", str(path), "--key", str(Path(key, "cosign.pub")),
                           "-o", "json", *_sets(tmp_path)], capsys)
     assert code == 0, err
     verified = json.loads(out)["verified"]

@@ -284,5 +284,6 @@ def test_oci_layers_carry_the_cosign_bundle_and_still_verify(sigstore_stack: Sta
                                       "logIndex": entry.log_index, "logID": entry.log_id}}
 
     pub = str(Path(key) / "cosign.pub")
-    code, _, err = cli(["verify", "image", ref, "--key", pub], capsys)
+    code, _, err = cli(["verify", "image", ref, "--key", pub, "--trusted-root", str(sigstore_stack.trusted_root)],
+                       capsys)
     assert code == 0, err

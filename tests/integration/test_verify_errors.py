@@ -22,6 +22,7 @@ from chainmail.errors import (
     TagNotFoundError,
 )
 from chainmail.models import SIMPLESIGNING_PAYLOAD_TYPE, Artifact, Payload, RunRef, SignedPayload
+from chainmail.verify.tlog import TlogCheck
 from clirun import cli
 from doubles.registry import RegistryServer, push_test_image
 
@@ -99,17 +100,17 @@ def test_image_without_signatures(registry: RegistryServer, keys: dict[str, Path
 
 def test_image_tag_missing(registry: RegistryServer, keys: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     for ref in (f"{registry.host}/errors/nothing:v1", f"{registry.host}/errors/nothing@sha256:" + "ab" * 32):
-        code, _out, err = cli(["verify", "image", ref, "--key", str(keys["pub"])], capsys)
+        code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", str(keys["pub"])], capsys)
         assert code == TagNotFoundError.exit_code == 11, err
         assert "not found" in one_error_line(err)
 
 
 def test_wrong_key(signed_image: str, keys: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = cli(["verify", "image", signed_image, "--key", str(keys["other"])], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", signed_image, "--key", str(keys["other"])], capsys)
     assert code == NoMatchingSignatureError.exit_code == 12, err
     line = one_error_line(err)
     assert "does not verify" in line and signed_image.split("@")[1] in line
-    code, _out, err = cli(["verify", "image", signed_image, "--key", str(keys["pub"])], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", signed_image, "--key", str(keys["pub"])], capsys)
     assert code == 0, err
 
 
@@ -122,7 +123,7 @@ def test_keyless_policy_on_a_key_signed_signature(signed_image: str, keys: dict[
     from chainmail.verify.sigstore_bundle import verify_keyless_bundle
 
     # library level: what the CLI will call for each verified layer
-    [found] = verify_image(signed_image, [keys["pub"].read_text()], Context())
+    [found] = verify_image(signed_image, [keys["pub"].read_text()], Context(), tlog=TlogCheck(ignore=True))
     assert found.cert == ""
     with pytest.raises(NoCertificateError) as info:
         check_identity(found.cert, "", identity=KEYLESS[1], issuer=KEYLESS[3])
@@ -139,7 +140,7 @@ def test_keyless_policy_on_a_key_signed_signature(signed_image: str, keys: dict[
     with pytest.raises(NoCertificateError):
         verify_keyless_bundle(sigstore_bundle(item), None, identity=KEYLESS[1], issuer=KEYLESS[3])
     # and at the CLI level
-    code, _out, err = cli(["verify", "image", signed_image, *KEYLESS], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", signed_image, *KEYLESS], capsys)
     assert code == NoCertificateError.exit_code == 13, err
     assert "certificate" in one_error_line(err)
 
@@ -151,7 +152,7 @@ def test_registry_without_referrers_api_uses_the_fallback_tag(registry: Registry
     assert registry.http.get(f"{registry.url}/v2/errors/bundled/referrers/sha256:{'0' * 64}").status_code == 404
     ref = push_test_image(registry, "errors/bundled", "bundled")
     sign_and_store(ref, keys["dir"], bundle=True)
-    code, out, err = cli(["verify", "image", ref, "--key", str(keys["pub"]), "-o", "json"], capsys)
+    code, out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", str(keys["pub"]), "-o", "json"], capsys)
     assert code == 0, err
     assert json.loads(out)["layouts"] == {"bundle-fallback-tag": 1}
 
@@ -162,14 +163,14 @@ def test_registry_without_referrers_api_uses_the_fallback_tag(registry: Registry
     [entry] = json.loads(registry.get_manifest("errors/dangling", tag))["manifests"]
     resp = registry.http.delete(f"{registry.url}/v2/errors/dangling/manifests/{entry['digest']}")
     assert resp.status_code == 202, resp.text
-    code, _out, err = cli(["verify", "image", dangling, "--key", str(keys["pub"])], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", dangling, "--key", str(keys["pub"])], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     line = one_error_line(err)
     assert "referrer manifest is missing" in line and entry["digest"] in line
 
     # neither a .sig tag nor a fallback index: nothing stored (10)
     bare = push_test_image(registry, "errors/bundled", "no-bundle")
-    code, _out, err = cli(["verify", "image", bare, "--key", str(keys["pub"])], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", bare, "--key", str(keys["pub"])], capsys)
     assert code == NoSignatureError.exit_code, err
     one_error_line(err)
 
@@ -202,7 +203,7 @@ def test_bundle_layer_with_the_wrong_media_type(registry: RegistryServer, keys: 
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     ref = _bundle_variant(registry, keys, "errors/layer-type", "layer-type",
                           edit_layer=lambda layer: layer.update(mediaType="application/json"))
-    code, _out, err = cli(["verify", "image", ref, "--key", str(keys["pub"])], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", str(keys["pub"])], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     assert "no Sigstore bundle layer" in one_error_line(err)
 
@@ -211,7 +212,7 @@ def test_bundle_json_with_the_wrong_media_type(registry: RegistryServer, keys: d
                                                capsys: pytest.CaptureFixture[str]) -> None:
     ref = _bundle_variant(registry, keys, "errors/bundle-type", "bundle-type",
                           edit_bundle=lambda b: b.update(mediaType="application/json"))
-    code, _out, err = cli(["verify", "image", ref, "--key", str(keys["pub"])], capsys)
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, "--key", str(keys["pub"])], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     line = one_error_line(err)
     assert "not a Sigstore bundle" in line and "application/json" in line
@@ -228,12 +229,12 @@ def test_malformed_policy_file(signed_image: str, keys: dict[str, Path], tmp_pat
                                capsys: pytest.CaptureFixture[str]) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(text)
-    code, _out, err = cli(["verify", "image", signed_image, "--key", str(keys["pub"]), "--policy", str(policy)],
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", signed_image, "--key", str(keys["pub"]), "--policy", str(policy)],
                           capsys)
     assert code == ConfigError.exit_code == 3, err
     line = one_error_line(err)
     assert expected in line and str(policy) in line
-    code, _out, err = cli(["verify", "image", signed_image, "--key", str(keys["pub"]), "--policy",
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", signed_image, "--key", str(keys["pub"]), "--policy",
                            str(tmp_path / "missing.yaml")], capsys)
     assert code == 3 and "cannot read" in one_error_line(err)
 

@@ -177,7 +177,7 @@ def keyless(root: Path, identity: str = WORKFLOW, issuer: str = GITHUB) -> list[
 
 def test_right_identity_verifies_signature_and_attestation(keyless_image: str, root_file: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(["verify", "image", keyless_image, *keyless(root_file), "-o", "json"], capsys)
+    code, out, err = cli(["verify", "image", "--insecure-ignore-tlog", keyless_image, *keyless(root_file), "-o", "json"], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["layouts"] == {"legacy-sig": 1}
@@ -185,7 +185,7 @@ def test_right_identity_verifies_signature_and_attestation(keyless_image: str, r
     assert item["keyId"] == WORKFLOW and "BEGIN CERTIFICATE" in item["cert"]
     assert item["payload"]["critical"]["image"]["docker-manifest-digest"] == keyless_image.split("@")[1]
 
-    code, out, err = cli(["verify", "attestation", keyless_image, *keyless(root_file), "--type", "slsaprovenance1",
+    code, out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", keyless_image, *keyless(root_file), "--type", "slsaprovenance1",
                           "-o", "json"], capsys)
     assert code == 0, err
     doc = json.loads(out)
@@ -277,8 +277,8 @@ def test_a_key_signed_image_has_no_certificate(key_signed: tuple[str, Path], roo
                                                capsys: pytest.CaptureFixture[str]) -> None:
     ref, pub = key_signed
     for command in ("image", "attestation"):
-        code, _out, err = cli(["verify", command, ref, "--key", str(pub)], capsys)
-        assert code == 0, err  # a genuine signature, made with a key
+        code, _out, err = cli(["verify", command, ref, "--key", str(pub), "--insecure-ignore-tlog"], capsys)
+        assert code == 0, err  # a genuine signature, made with a key (never logged)
         code, _out, err = cli(["verify", command, ref, *keyless(root_file)], capsys)
         assert code == NoCertificateError.exit_code == 13, err
         line = one_error_line(err)
@@ -340,12 +340,12 @@ def test_keyless_bundles(registry: RegistryServer, fulcio: LocalFulcio, root_fil
     pytest.importorskip("sigstore")
     ref = push_test_image(registry, "keyless/bundled", "bundled")
     attach_keyless_bundles(fulcio, ref)
-    code, out, err = cli(["verify", "image", ref, *keyless(root_file), "-o", "json"], capsys)
+    code, out, err = cli(["verify", "image", "--insecure-ignore-tlog", ref, *keyless(root_file), "-o", "json"], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["layouts"] == {"bundle-fallback-tag": 1}  # Debian's registry has no referrers API
     assert doc["verified"][0]["keyId"] == WORKFLOW and doc["verified"][0]["cert"]
-    code, out, err = cli(["verify", "attestation", ref, *keyless(root_file), "--type", "slsaprovenance1",
+    code, out, err = cli(["verify", "attestation", "--insecure-ignore-tlog", ref, *keyless(root_file), "--type", "slsaprovenance1",
                           "-o", "json"], capsys)
     assert code == 0, err
     assert json.loads(out)["verified"][0]["predicateType"] == SLSA_V1
@@ -394,7 +394,7 @@ def test_unusable_trusted_root(dead_registry_host: str, tmp_path: Path, fulcio: 
     bad = tmp_path / "trusted_root.json"
     bad.write_text(json.dumps({**fulcio.trusted_root(), "mediaType": "application/json"}))
     for root, expected in ((tmp_path / "missing.json", "cannot read"), (bad, "mediaType")):
-        code, _out, err = cli(["verify", "image", f"{dead_registry_host}/app:latest", *keyless(root)], capsys)
+        code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", f"{dead_registry_host}/app:latest", *keyless(root)], capsys)
         assert code == ConfigError.exit_code == 3, err
         assert expected in one_error_line(err)
 
@@ -402,7 +402,7 @@ def test_unusable_trusted_root(dead_registry_host: str, tmp_path: Path, fulcio: 
 def test_the_production_root_does_not_trust_the_local_ca(keyless_image: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("sigstore")  # the embedded production trusted root
-    code, _out, err = cli(["verify", "image", keyless_image, "--certificate-identity", WORKFLOW,
+    code, _out, err = cli(["verify", "image", "--insecure-ignore-tlog", keyless_image, "--certificate-identity", WORKFLOW,
                            "--certificate-oidc-issuer", GITHUB], capsys)
     assert code == NoMatchingSignatureError.exit_code, err
     assert "does not chain" in one_error_line(err)

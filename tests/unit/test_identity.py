@@ -398,13 +398,16 @@ def test_rekor_set_rejections(root: TrustedRoot, log_key: Any, leaf: tuple[x509.
     good = json.loads(rekor_annotation(log_key, cert, PAYLOAD, signature))
     later = json.loads(json.dumps(good))
     later["Payload"]["integratedTime"] += 3600
-    with pytest.raises(NoMatchingSignatureError, match="does not verify"):
+    with pytest.raises(NoMatchingSignatureError, match="does not verify") as caught:
         rekor_signing_time(later, root, payload=PAYLOAD, signature=signature, cert_pem=pem(cert))
+    assert caught.value.exit_code == 26  # bad SET
     rogue_log = ec.generate_private_key(ec.SECP256R1())
-    with pytest.raises(NoMatchingSignatureError, match="not in"):
+    with pytest.raises(NoMatchingSignatureError, match="not in") as caught:
         rekor_signing_time(rekor_annotation(rogue_log, cert, PAYLOAD, signature), root, payload=PAYLOAD)
-    with pytest.raises(NoMatchingSignatureError, match="hash"):
+    assert caught.value.exit_code == 28  # unknown log
+    with pytest.raises(NoMatchingSignatureError, match="hash") as caught:
         rekor_signing_time(good, root, payload=PAYLOAD + b" ", signature=signature, cert_pem=pem(cert))
+    assert caught.value.exit_code == 25  # another signature's entry
     with pytest.raises(NoMatchingSignatureError, match="signature"):
         rekor_signing_time(good, root, payload=PAYLOAD, signature=sign(key, PAYLOAD + b"x"), cert_pem=pem(cert))
     other_cert, _ = ca.leaf()

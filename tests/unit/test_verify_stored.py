@@ -20,7 +20,10 @@ from chainmail.verify import (
     verify_file_store,
     verify_run,
 )
+from chainmail.verify.tlog import TlogCheck
 
+#: These runs were signed without a transparency log (the fixtures predate it): as --insecure-ignore-tlog.
+NO_TLOG = TlogCheck(ignore=True)
 KEY_ID = "SHA256:yHmPkfSLBAYYd1fCfqLVYNH+Bo0NtuhBak9kXqPO7Po"
 DIGEST = "sha256:188ae09dffb4c2cb330a39e3dc0caad338ed549f5a948812524ab33338daa9cb"
 
@@ -77,7 +80,7 @@ def test_claim_checks() -> None:
 
 def test_verify_run_chains_taskrun(fixtures: Path, pub: str) -> None:
     run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
-    verified = verify_run(run, [pub], Context())
+    verified = verify_run(run, [pub], Context(), tlog=NO_TLOG)
     assert len(verified) == 1
     v = verified[0]
     assert v.layout == "annotations" and v.ref == "taskrun/demo/build-app"
@@ -91,7 +94,7 @@ def test_verify_run_pipelinerun_with_children(fixtures: Path, pub: str) -> None:
     fx = fixtures / "chains-pipelinerun"
     snap = RunSnapshot(_load(fx / "pipelinerun-after-chains.json"),
                        [_load(fx / f"taskrun-{n}-after-chains.json") for n in ("clone", "build", "scan")])
-    verified = verify_run(snap, [pub], Context())
+    verified = verify_run(snap, [pub], Context(), tlog=NO_TLOG)
     assert [v.ref.split("/")[0] for v in verified] == ["pipelinerun", "taskrun", "taskrun", "taskrun"]
     assert {v.predicate_type for v in verified} == {"https://slsa.dev/provenance/v1"}
 
@@ -99,7 +102,7 @@ def test_verify_run_pipelinerun_with_children(fixtures: Path, pub: str) -> None:
 def test_verify_run_rejects_tampering(fixtures: Path, pub: str, other_pub: str) -> None:
     run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
     with pytest.raises(NoMatchingSignatureError):
-        verify_run(run, [other_pub], Context())
+        verify_run(run, [other_pub], Context(), tlog=NO_TLOG)
     ann = run["metadata"]["annotations"]
     sig_key = next(k for k in ann if k.startswith("chains.tekton.dev/signature-"))
     pay_key = sig_key.replace("signature-", "payload-")
@@ -109,21 +112,21 @@ def test_verify_run_rejects_tampering(fixtures: Path, pub: str, other_pub: str) 
     statement["predicate"]["builder"]["id"] = "https://evil.example"
     edited["metadata"]["annotations"][pay_key] = base64.b64encode(json.dumps(statement).encode()).decode()
     with pytest.raises(NoMatchingSignatureError, match="differs"):
-        verify_run(edited, [pub], Context())
+        verify_run(edited, [pub], Context(), tlog=NO_TLOG)
     # the envelope's payload edited
     envelope = json.loads(base64.b64decode(ann[sig_key]))
     envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
     edited = copy.deepcopy(run)
     edited["metadata"]["annotations"][sig_key] = base64.b64encode(json.dumps(envelope).encode()).decode()
     with pytest.raises(NoMatchingSignatureError):
-        verify_run(edited, [pub], Context())
+        verify_run(edited, [pub], Context(), tlog=NO_TLOG)
     # no annotations at all
     bare = copy.deepcopy(run)
     bare["metadata"]["annotations"] = {}
     with pytest.raises(NoSignatureError):
-        verify_run(bare, [pub], Context())
+        verify_run(bare, [pub], Context(), tlog=NO_TLOG)
     # either key may verify
-    assert len(verify_run(run, [other_pub, pub], Context())) == 1
+    assert len(verify_run(run, [other_pub, pub], Context(), tlog=NO_TLOG)) == 1
 
 
 def test_verify_file_store_round_trip(tmp_path: Path, fixtures: Path, pub: str) -> None:
@@ -165,14 +168,14 @@ def _empty(tmp_path: Path) -> Path:
 def test_keys_are_required(fixtures: Path) -> None:
     run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
     with pytest.raises(InputError):
-        verify_run(run, [], Context())
+        verify_run(run, [], Context(), tlog=NO_TLOG)
 
 
 def test_key_sources_are_loaded(fixtures: Path) -> None:
     """A key directory or .pub path works as well as PEM text (through chainmail.signing.load_public_key)."""
     run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
-    assert verify_run(run, [str(fixtures / "chains-run" / "cosign.pub")], Context())
-    assert verify_run(run, [str(fixtures / "cosign-keys" / "ecdsa-p256-password")], Context())
+    assert verify_run(run, [str(fixtures / "chains-run" / "cosign.pub")], Context(), tlog=NO_TLOG)
+    assert verify_run(run, [str(fixtures / "cosign-keys" / "ecdsa-p256-password")], Context(), tlog=NO_TLOG)
 
 
 def test_cli_verify_run_from_cluster(kube_api, fixtures: Path, pub: str, tmp_path: Path,
@@ -191,7 +194,7 @@ def test_cli_verify_run_from_cluster(kube_api, fixtures: Path, pub: str, tmp_pat
 
     def run(*args: str) -> tuple[int, str, str]:
         try:
-            main(["verify", "run", *args, "--key", pub, "--kubeconfig", str(kubeconfig)])
+            main(["verify", "run", *args, "--insecure-ignore-tlog", "--key", pub, "--kubeconfig", str(kubeconfig)])
             code = 0
         except SystemExit as exc:
             code = int(exc.code or 0)
@@ -225,25 +228,25 @@ def test_run_binding(fixtures: Path, pub: str) -> None:
     moved = copy.deepcopy(taskrun)
     moved["metadata"]["uid"] = "0b1e55ed-0000-4000-8000-000000000001"  # keys still name the old uid
     with pytest.raises(NoMatchingSignatureError, match="names another run"):
-        verify_run(moved, [pub], Context())
+        verify_run(moved, [pub], Context(), tlog=NO_TLOG)
     renamed = _rekey(taskrun, "0b1e55ed-0000-4000-8000-000000000001")
     renamed["status"]["startTime"] = "2020-01-01T00:00:00Z"  # SLSA v0.2: bound through the start time
     with pytest.raises(NoMatchingSignatureError, match="start time"):
-        verify_run(renamed, [pub], Context())
+        verify_run(renamed, [pub], Context(), tlog=NO_TLOG)
     renamed["status"]["startTime"] = taskrun["status"]["startTime"].replace("Z", "+00:00")  # same instant
-    assert verify_run(renamed, [pub], Context())
+    assert verify_run(renamed, [pub], Context(), tlog=NO_TLOG)
     renamed["status"]["completionTime"] = "2026-11-23T09:00:00Z"  # a TaskRun: bound through its finish too
     with pytest.raises(NoMatchingSignatureError, match="finish time"):
-        verify_run(renamed, [pub], Context())
+        verify_run(renamed, [pub], Context(), tlog=NO_TLOG)
     pipelinerun = _load(fixtures / "chains-pipelinerun" / "pipelinerun-after-chains.json")
     with pytest.raises(NoMatchingSignatureError, match="invocationId"):  # SLSA v1.0: bound through the uid
-        verify_run(_rekey(pipelinerun, "0b1e55ed-0000-4000-8000-000000000002"), [pub], Context())
+        verify_run(_rekey(pipelinerun, "0b1e55ed-0000-4000-8000-000000000002"), [pub], Context(), tlog=NO_TLOG)
     as_taskrun = copy.deepcopy(taskrun)
     ann = as_taskrun["metadata"]["annotations"]
     for key in [k for k in ann if "taskrun-" in k]:
         ann[key.replace("taskrun-", "pipelinerun-")] = ann.pop(key)
     with pytest.raises(NoMatchingSignatureError, match="for a pipelinerun"):
-        verify_run(as_taskrun, [pub], Context())
+        verify_run(as_taskrun, [pub], Context(), tlog=NO_TLOG)
 
 
 def test_malformed_and_emptied_annotations(fixtures: Path, pub: str) -> None:
@@ -253,18 +256,18 @@ def test_malformed_and_emptied_annotations(fixtures: Path, pub: str) -> None:
     emptied = copy.deepcopy(run)
     emptied["metadata"]["annotations"][sig_key.replace("signature-", "payload-")] = ""
     with pytest.raises(NoMatchingSignatureError, match="differs"):
-        verify_run(emptied, [pub], Context())
+        verify_run(emptied, [pub], Context(), tlog=NO_TLOG)
     for bad in (42, None, ["x"], {"a": 1}):
         broken = copy.deepcopy(run)
         broken["metadata"]["annotations"][sig_key] = bad
         with pytest.raises(NoMatchingSignatureError):
-            verify_run(broken, [pub], Context())
+            verify_run(broken, [pub], Context(), tlog=NO_TLOG)
     odd = copy.deepcopy(run)
     odd["metadata"]["annotations"]["chains.tekton.dev/signature-whatever"] = ann[sig_key]
     odd["metadata"]["annotations"]["chains.tekton.dev/payload-whatever"] = ann[sig_key.replace("signature-",
                                                                                                 "payload-")]
     with pytest.raises(NoMatchingSignatureError, match="unexpected signature key"):
-        verify_run(odd, [pub], Context())
+        verify_run(odd, [pub], Context(), tlog=NO_TLOG)
 
 
 def test_file_store_image_key_must_name_the_image(tmp_path: Path, fixtures: Path, pub: str) -> None:
@@ -313,16 +316,16 @@ def test_pipelinerun_needs_its_own_signature(fixtures: Path, pub: str) -> None:
     snap = _pipeline(fixtures)
     unsigned = RunSnapshot(_without_own_signature(snap.run), snap.task_runs)
     with pytest.raises(NoSignatureError, match="no signature of its own.*3 child TaskRun"):
-        verify_run(unsigned, [pub], Context())
+        verify_run(unsigned, [pub], Context(), tlog=NO_TLOG)
     failed = copy.deepcopy(unsigned.run)
     failed["metadata"]["annotations"]["chains.tekton.dev/signed"] = "failed"
     with pytest.raises(NoSignatureError, match="signed: failed"):
-        verify_run(RunSnapshot(failed, snap.task_runs), [pub], Context())
+        verify_run(RunSnapshot(failed, snap.task_runs), [pub], Context(), tlog=NO_TLOG)
     # marked failed, even with a valid signature of its own: the signer said it did not finish
     failed_but_signed = copy.deepcopy(snap.run)
     failed_but_signed["metadata"]["annotations"]["chains.tekton.dev/signed"] = "failed"
     with pytest.raises(NoSignatureError, match="signed: failed"):
-        verify_run(RunSnapshot(failed_but_signed, snap.task_runs), [pub], Context())
+        verify_run(RunSnapshot(failed_but_signed, snap.task_runs), [pub], Context(), tlog=NO_TLOG)
 
 
 def test_run_not_marked_signed_verifies_with_a_warning(fixtures: Path, pub: str,
@@ -330,7 +333,7 @@ def test_run_not_marked_signed_verifies_with_a_warning(fixtures: Path, pub: str,
     run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
     del run["metadata"]["annotations"]["chains.tekton.dev/signed"]
     with caplog.at_level("WARNING", "chainmail.verify"):
-        assert len(verify_run(run, [pub], Context())) == 1
+        assert len(verify_run(run, [pub], Context(), tlog=NO_TLOG)) == 1
     assert "not marked chains.tekton.dev/signed" in caplog.text
 
 
@@ -338,12 +341,12 @@ def test_run_without_uid_is_refused(fixtures: Path, pub: str) -> None:
     run = _load(fixtures / "chains-run" / "taskrun-after-chains.json")
     del run["metadata"]["uid"]
     with pytest.raises(InputError, match="no metadata.uid"):
-        verify_run(run, [pub], Context())
+        verify_run(run, [pub], Context(), tlog=NO_TLOG)
     snap = _pipeline(fixtures)
     child = copy.deepcopy(snap.task_runs[1])
     del child["metadata"]["uid"]
     with pytest.raises(NoMatchingSignatureError, match="no metadata.uid"):
-        verify_run(RunSnapshot(snap.run, [snap.task_runs[0], child]), [pub], Context())
+        verify_run(RunSnapshot(snap.run, [snap.task_runs[0], child]), [pub], Context(), tlog=NO_TLOG)
 
 
 def test_children_are_named_or_controlled_never_labelled(fixtures: Path, pub: str,
@@ -354,26 +357,26 @@ def test_children_are_named_or_controlled_never_labelled(fixtures: Path, pub: st
     run["metadata"]["namespace"] = snap.run["metadata"]["namespace"]
     run["metadata"]["labels"] = {"tekton.dev/pipelineRunUID": snap.run["metadata"]["uid"]}
     with caplog.at_level("WARNING", "chainmail.verify"):
-        verified = verify_run(RunSnapshot(snap.run, [*snap.task_runs, run]), [pub], Context())
+        verified = verify_run(RunSnapshot(snap.run, [*snap.task_runs, run]), [pub], Context(), tlog=NO_TLOG)
     assert "taskrun/release/build-app" not in {v.ref for v in verified}
     assert "build-app is not a child" in caplog.text
     # controlled by the PipelineRun (ownerReference, controller: true, its uid): a child
     run["metadata"]["ownerReferences"] = [{"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "name": "x",
                                            "uid": snap.run["metadata"]["uid"], "controller": True}]
-    verified = verify_run(RunSnapshot(snap.run, [*snap.task_runs, run]), [pub], Context())
+    verified = verify_run(RunSnapshot(snap.run, [*snap.task_runs, run]), [pub], Context(), tlog=NO_TLOG)
     assert "taskrun/release/build-app" in {v.ref for v in verified}
 
 
 def test_verified_carries_the_signed_run(fixtures: Path, pub: str) -> None:
     """signed_run: what the signed statement records (SLSA v1.0: kind and uid; v0.2: kind only)."""
     snap = _pipeline(fixtures)
-    verified = verify_run(snap, [pub], Context())
+    verified = verify_run(snap, [pub], Context(), tlog=NO_TLOG)
     first = verified[0]
     assert first.signed_run is not None and first.signed_run.kind == "PipelineRun"
     assert first.signed_run.uid == snap.run["metadata"]["uid"]
     assert first.to_json()["signedRun"]["uid"] == first.signed_run.uid
     assert {v.signed_run.kind for v in verified[1:]} == {"TaskRun"}
-    taskrun = verify_run(_load(fixtures / "chains-run" / "taskrun-after-chains.json"), [pub], Context())[0]
+    taskrun = verify_run(_load(fixtures / "chains-run" / "taskrun-after-chains.json"), [pub], Context(), tlog=NO_TLOG)[0]
     assert taskrun.signed_run is not None and (taskrun.signed_run.kind, taskrun.signed_run.uid) == ("TaskRun", "")
 
 
@@ -399,4 +402,4 @@ def test_deep_nesting_is_a_failed_signature_not_a_crash(fixtures: Path, pub: str
     sig_key = next(k for k in ann if k.startswith("chains.tekton.dev/signature-"))
     ann[sig_key] = base64.b64encode(b'{"a":' * 100_000 + b"1" + b"}" * 100_000).decode()
     with pytest.raises(NoMatchingSignatureError, match="nested deeper"):
-        verify_run(run, [pub], Context())
+        verify_run(run, [pub], Context(), tlog=NO_TLOG)

@@ -18,6 +18,7 @@ import typer
 
 from chainmail._cli._options import ConfigMapOpt, ConfigOpt, KubeconfigOpt, NamespaceOpt, SetOpt
 from chainmail._cli.steps import DockerConfigOpt, FromFileOpt, make_context
+from chainmail._cli.verify import IgnoreTlogOpt, _tlog_check
 
 if TYPE_CHECKING:
     from chainmail.context import Context
@@ -81,14 +82,16 @@ def image_cmd(
     kubeconfig: KubeconfigOpt = None,
     docker_config: DockerConfigOpt = None,
     exit_zero: ExitZeroOpt = False,
+    insecure_ignore_tlog: IgnoreTlogOpt = False,
 ) -> None:
-    """Verify an image's attestations (.att) and report what they say."""
+    """Verify an image's attestations (.att) and their transparency log entries, and report what they say."""
     from chainmail.verify import verify_attestation
 
     loaded = _load_policy(policy)
     ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, docker_config=docker_config).make_interactive()
     keys = _public_keys(key, ctx)
-    verified = verify_attestation(ref, keys, ctx, predicate_type=predicate_type)
+    verified = verify_attestation(ref, keys, ctx, predicate_type=predicate_type,
+                                  tlog=_tlog_check(ctx, insecure_ignore_tlog, None, None))
     _emit(list(verified), loaded, None, fmt, out, exit_zero)
 
 
@@ -111,15 +114,18 @@ def run_cmd(
     set_: SetOpt = None,
     kubeconfig: KubeconfigOpt = None,
     exit_zero: ExitZeroOpt = False,
+    insecure_ignore_tlog: IgnoreTlogOpt = False,
 ) -> None:
-    """Verify a run's Chains annotations (payload-/signature-*), and its child TaskRuns', and report."""
+    """Verify a run's Chains annotations (payload-/signature-*), its child TaskRuns' and its transparency
+    log entry, and report."""
     from chainmail.verify import verify_run
 
     loaded = _load_policy(policy)
     ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig).make_interactive()
     snap = _read_run(ctx, name, namespace, from_file)
     keys = _public_keys(key, ctx)
-    verified = verify_run(snap, keys, ctx)  # a PipelineRun's snapshot carries its child TaskRuns too
+    # a PipelineRun's snapshot carries its child TaskRuns too
+    verified = verify_run(snap, keys, ctx, tlog=_tlog_check(ctx, insecure_ignore_tlog, None, None))
     _emit(list(verified), loaded, snap.to_json(), fmt, out, exit_zero)
 
 

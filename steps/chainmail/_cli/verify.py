@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from chainmail.policy import Policy
     from chainmail.verify import Verified
     from chainmail.verify.certificates import IdentityPolicy
+    from chainmail.verify.tlog import TlogCheck
     from chainmail.verify.trusted_root import TrustedRoot
 
 app = typer.Typer(
@@ -60,10 +61,12 @@ IssuerRegexpOpt = Annotated[
                  help="Keyless: a regular expression the certificate's OIDC issuer must match."),
 ]
 TrustedRootOpt = Annotated[
-    str,
+    str | None,
     typer.Option("--trusted-root",
-                 help="Keyless: the Sigstore trusted root: production, staging (both offline), or a "
-                      "trusted_root.json file."),
+                 help="The Sigstore trusted root: production, staging (both offline), or a trusted_root.json "
+                      "file (the transparency log's PEM key also works for key-signed signatures). Fulcio CAs "
+                      "for keyless; log keys for the transparency log check. Default: chains-config "
+                      "chainmail.transparency.trusted-root for the log keys, else production."),
 ]
 PolicyOpt = Annotated[
     Path | None,
@@ -73,7 +76,14 @@ ImageRefArg = Annotated[str, typer.Argument(help="Image reference (tag or @sha25
 IgnoreTlogOpt = Annotated[
     bool,
     typer.Option("--insecure-ignore-tlog",
-                 help="Accept key-signed signatures that carry no transparency-log entry (as cosign's flag)."),
+                 help="Do not consult the transparency log: accept key-signed signatures that were never "
+                      "logged (chainmail's behaviour before the log was checked; as cosign's flag)."),
+]
+RekorUrlOpt = Annotated[
+    str | None,
+    typer.Option("--rekor-url",
+                 help="Look a signature's entry up in this Rekor (index search by payload sha256, at most 64 "
+                      "entries checked) when the signature carries none."),
 ]
 TypeOpt = Annotated[
     str | None,
@@ -121,6 +131,21 @@ def _keyless(key: list[str] | None, identity: str | None, issuer: str | None, id
     return policy, root
 
 
+def _tlog_check(ctx: Context, ignore: bool, rekor_url: str | None, trusted_root: str | None) -> TlogCheck:
+    """How the transparency log is used: ``--insecure-ignore-tlog``, ``--rekor-url``, and the log keys of
+    ``--trusted-root``, else ``chainmail.transparency.trusted-root``, else the production root."""
+    from chainmail.verify.tlog import TlogCheck
+
+    root = trusted_root or ctx.config.get("chainmail.transparency.trusted-root").strip() or None
+    return TlogCheck(ignore=ignore, rekor_url=rekor_url or "", trusted_root=root, retry=ctx.retry)
+
+
+def _check_tlog_flags(ignore: bool, rekor_url: str | None) -> None:
+    if ignore and rekor_url:
+        raise typer.BadParameter("--insecure-ignore-tlog and --rekor-url contradict each other; pass one",
+                                 param_hint="--insecure-ignore-tlog")
+
+
 def _report(what: str, verified: list[Verified], output: str, policy: Policy | None) -> None:
     """Print the verified payloads (and the policy outcome); raise PolicyViolationError when it failed."""
     import json
@@ -152,16 +177,18 @@ def _report(what: str, verified: list[Verified], output: str, policy: Policy | N
 
 
 def _verify_ref(verify: Callable[..., list[Verified]], ref: str, key: list[str] | None,
-                keyless: tuple[str | None, str | None, str | None, str | None], trusted_root: str,
-                policy: Path | None, output: str, docker_config: Path | None, config: Path | None,
-                set_: list[str] | None) -> None:
+                keyless: tuple[str | None, str | None, str | None, str | None], trusted_root: str | None,
+                tlog: tuple[bool, str | None], policy: Path | None, output: str, docker_config: Path | None,
+                config: Path | None, set_: list[str] | None) -> None:
     """``verify image``/``verify attestation``: check the flags (``keyless``: identity, issuer and their
-    regexps), read the policy, verify ``ref`` with ``verify`` and report."""
+    regexps; ``tlog``: --insecure-ignore-tlog, --rekor-url), read the policy, verify ``ref`` and report."""
     _check_output(output)
+    _check_tlog_flags(*tlog)
     identity, root = _keyless(key, *keyless, trusted_root)
     rules = _load_policy(policy)
     ctx = _context(config, set_, docker_config)
-    verified = verify(ref, key or [], ctx, identity=identity, trusted_root=root)
+    verified = verify(ref, key or [], ctx, identity=identity, trusted_root=root,
+                      tlog=_tlog_check(ctx, *tlog, trusted_root))
     _report(verified[0].ref, verified, output, rules)
 
 
@@ -173,8 +200,9 @@ def image_cmd(
     certificate_identity_regexp: IdentityRegexpOpt = None,
     certificate_oidc_issuer: IssuerOpt = None,
     certificate_oidc_issuer_regexp: IssuerRegexpOpt = None,
-    trusted_root: TrustedRootOpt = "production",
+    trusted_root: TrustedRootOpt = None,
     insecure_ignore_tlog: IgnoreTlogOpt = False,
+    rekor_url: RekorUrlOpt = None,
     policy: PolicyOpt = None,
     output: OutputOpt = "text",
     docker_config: DockerConfigOpt = None,
@@ -187,7 +215,8 @@ def image_cmd(
 
     keyless = (certificate_identity, certificate_oidc_issuer, certificate_identity_regexp,
                certificate_oidc_issuer_regexp)
-    _verify_ref(verify_image, ref, key, keyless, trusted_root, policy, output, docker_config, config, set_)
+    _verify_ref(verify_image, ref, key, keyless, trusted_root, (insecure_ignore_tlog, rekor_url), policy, output,
+                docker_config, config, set_)
 
 
 @app.command("attestation")
@@ -198,8 +227,9 @@ def attestation_cmd(
     certificate_identity_regexp: IdentityRegexpOpt = None,
     certificate_oidc_issuer: IssuerOpt = None,
     certificate_oidc_issuer_regexp: IssuerRegexpOpt = None,
-    trusted_root: TrustedRootOpt = "production",
+    trusted_root: TrustedRootOpt = None,
     insecure_ignore_tlog: IgnoreTlogOpt = False,
+    rekor_url: RekorUrlOpt = None,
     type_: TypeOpt = None,
     policy: PolicyOpt = None,
     output: OutputOpt = "text",
@@ -215,8 +245,8 @@ def attestation_cmd(
 
     keyless = (certificate_identity, certificate_oidc_issuer, certificate_identity_regexp,
                certificate_oidc_issuer_regexp)
-    _verify_ref(partial(verify_attestation, predicate_type=type_), ref, key, keyless, trusted_root, policy,
-                output, docker_config, config, set_)
+    _verify_ref(partial(verify_attestation, predicate_type=type_), ref, key, keyless, trusted_root,
+                (insecure_ignore_tlog, rekor_url), policy, output, docker_config, config, set_)
 
 
 @app.command("run")
@@ -235,6 +265,11 @@ def run_cmd(
     source: Annotated[str, typer.Option(
         "--from", help="Where the run's signatures are: annotations, gcs (storage.gcs.bucket), or auto: gcs "
                        "when artifacts.<kind>.storage has gcs and not tekton.")] = "auto",
+    insecure_ignore_tlog: IgnoreTlogOpt = False,
+    rekor_url: RekorUrlOpt = None,
+    trusted_root: Annotated[str | None, typer.Option(
+        "--trusted-root", help="The transparency log's keys: a Sigstore trusted_root.json or the log's PEM key. "
+                               "Default: chainmail.transparency.trusted-root, else production.")] = None,
     policy: PolicyOpt = None,
     output: OutputOpt = "text",
     kubeconfig: KubeconfigOpt = None,
@@ -242,10 +277,12 @@ def run_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Verify a run by its own Chains attestation (signature-<kind>-<uid> annotation; a PipelineRun's
-    children are verified and reported too, never in its place), or a file store."""
+    children are verified and reported too, never in its place) and its chains.tekton.dev/transparency
+    log entry, or a file store (whose runs are not checked against the log)."""
     from chainmail.errors import InputError
 
     _check_output(output)
+    _check_tlog_flags(insecure_ignore_tlog, rekor_url)
     chosen = [x for x in (name, from_file, file_store) if x]
     if len(chosen) != 1:
         raise InputError("name exactly one of: a RUN (taskrun/NAME or pipelinerun/NAME, with -n), "
@@ -276,5 +313,5 @@ def run_cmd(
     if source == "gcs" or (source == "auto" and stores_runs_in_gcs(ctx, "taskrun" if ref.kind == "TaskRun"
                                                                     else "pipelinerun")):
         read = gcs_reader(ctx)
-    verified = verify_run(snap, key, ctx, read)
+    verified = verify_run(snap, key, ctx, read, tlog=_tlog_check(ctx, insecure_ignore_tlog, rekor_url, trusted_root))
     _report(f"{ref.kind} {ref.namespace}/{ref.name}", verified, output, rules)

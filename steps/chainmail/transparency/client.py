@@ -87,28 +87,25 @@ class RekorClient:
 
     def get(self, *, uuid: str | None = None, log_index: int | None = None) -> LogEntry:
         """The verified entry with this UUID or at this log index."""
+        entry = LogEntry.from_response(self.fetch_raw(uuid=uuid, log_index=log_index))
+        verify_entry(entry, self.keys)
+        check_addressed(entry, uuid=uuid, log_index=log_index, url=self.url)
+        return entry
+
+    def fetch_raw(self, *, uuid: str | None = None, log_index: int | None = None) -> Any:
+        """The log's JSON answer for the entry with this UUID or at this log index (not parsed or verified);
+        :class:`TransparencyError` when the log cannot be reached or answers with an error."""
         if (uuid is None) == (log_index is None):
             raise TransparencyError("name exactly one of a UUID or a log index")
         if uuid is not None:
             if not _UUID_RE.match(uuid):
                 raise TransparencyError(f"'{uuid}' is not a Rekor entry UUID (64 or 80 hex digits)")
-            resp = self._call("GET", f"/api/v1/log/entries/{uuid.lower()}")
-            entry = self._entry(resp, f"getting entry {uuid}")
-            if entry.uuid.lower()[-64:] != uuid.lower()[-64:]:
-                raise TransparencyError(f"transparency log {self.url} answered with entry {entry.uuid} "
-                                        f"for UUID {uuid}")
-            return entry
-        return self._get_index(int(log_index or 0))
-
-    def _get_index(self, log_index: int) -> LogEntry:
-        if log_index < 0:
-            raise TransparencyError(f"log index {log_index} is negative")
-        resp = self._call("GET", "/api/v1/log/entries", params={"logIndex": str(log_index)})
-        entry = self._entry(resp, f"getting log index {log_index}")
-        if entry.log_index != log_index:
-            raise TransparencyError(f"transparency log {self.url} answered with log index {entry.log_index} "
-                                    f"for {log_index}")
-        return entry
+            return self._json(self._call("GET", f"/api/v1/log/entries/{uuid.lower()}"), f"getting entry {uuid}")
+        index = int(log_index or 0)
+        if index < 0:
+            raise TransparencyError(f"log index {index} is negative")
+        resp = self._call("GET", "/api/v1/log/entries", params={"logIndex": str(index)})
+        return self._json(resp, f"getting log index {index}")
 
     def search(self, *, sha256: str | None = None, public_key_pem: str | None = None) -> list[str]:
         """UUIDs of the entries indexed under an artifact/payload sha256 or a public key (unverified)."""
@@ -126,6 +123,16 @@ class RekorClient:
         if not isinstance(doc, list) or not all(isinstance(u, str) and _UUID_RE.match(u) for u in doc):
             raise TransparencyError(f"transparency log {self.url}: the search answer is not a list of UUIDs")
         return list(dict.fromkeys(u.lower() for u in doc))
+
+
+def check_addressed(entry: LogEntry, *, uuid: str | None = None, log_index: int | None = None,
+                    url: str = "") -> None:
+    """The log answered with the entry that was asked for (same UUID, or same log index)."""
+    if uuid is not None and entry.uuid.lower()[-64:] != uuid.lower()[-64:]:
+        raise TransparencyError(f"transparency log {url} answered with entry {entry.uuid} for UUID {uuid}")
+    if log_index is not None and entry.log_index != log_index:
+        raise TransparencyError(f"transparency log {url} answered with log index {entry.log_index} "
+                                f"for {log_index}")
 
 
 def _message(resp: requests.Response) -> str:

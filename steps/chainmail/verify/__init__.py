@@ -20,13 +20,18 @@ check ``payload_type`` before trusting ``payload``. Read the package top-down; d
 - the trust decision, :mod:`~chainmail.verify.trust`: :mod:`~chainmail.verify.keys`, keyless
   :mod:`~chainmail.verify.certificates` against a :mod:`~chainmail.verify.trusted_root`, the Rekor SET
   (:mod:`~chainmail.verify.rekor`), keyless bundles (:mod:`~chainmail.verify.sigstore_bundle`);
+- the transparency log, :mod:`~chainmail.verify.tlog` (a key-signed signature's Rekor entry: trusted log,
+  SET, inclusion proof, and that it binds this signature; ``--insecure-ignore-tlog``, ``--rekor-url``) and
+  :mod:`~chainmail.verify.run_tlog` (a run's ``chains.tekton.dev/transparency`` entry);
 - payload checks, :mod:`~chainmail.verify.claims` (simple-signing and in-toto claims), and
   :mod:`~chainmail.verify.model` (:class:`Verified`, layouts, cosign's names).
 
 Errors (exit codes as cosign): :class:`NoSignatureError` (10) when nothing is stored,
 :class:`TagNotFoundError` (11) when the image does not exist, :class:`NoMatchingSignatureError`
 (12) when nothing verifies, :class:`NoCertificateError` (13) when an identity was asked for and
-every stored signature failed for want of a certificate (they were made with a key).
+every stored signature failed for want of a certificate (they were made with a key); when every one
+failed a transparency log check: :class:`TlogMissingError` (24), :class:`TlogMismatchError` (25),
+:class:`TlogEntryInvalidError` (26), :class:`TlogInclusionError` (27), :class:`TlogUnknownLogError` (28).
 """
 
 from __future__ import annotations

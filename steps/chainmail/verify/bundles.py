@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chainmail._internal.registry import Reference, RegistryClient
     from chainmail.verify.certificates import IdentityPolicy
     from chainmail.verify.keys import Key
+    from chainmail.verify.tlog import TlogCheck
     from chainmail.verify.trusted_root import TrustedRoot
 
 
@@ -111,9 +112,10 @@ def bundle_envelope(bundle: dict[str, Any]) -> tuple[bytes, str]:
 
 def verify_bundle(bundle: dict[str, Any], image: Reference, keys: list[Key], identity: IdentityPolicy | None,
                   trusted_root: TrustedRoot | str | Path | None, *, wanted: str | None, signatures: bool,
-                  target: str, layout: str, location: str) -> Verified:
+                  target: str, layout: str, location: str, tlog: TlogCheck | None = None) -> Verified:
     """One bundle: its envelope (key or keyless), then cosign's claims — a simple-signing payload or a
-    ``sign/v1`` statement for image signatures, an in-toto statement of type ``wanted`` for attestations."""
+    ``sign/v1`` statement for image signatures, an in-toto statement of type ``wanted`` for attestations —
+    then, key-signed, its ``tlogEntries`` (``tlog``; None: required; keyless bundles: sigstore-python)."""
     envelope, cert = bundle_envelope(bundle)
     payload_type, payload, key_id = verify_envelope(keys, envelope, image.digest, cert, identity, trusted_root,
                                                     bundle=bundle)
@@ -122,4 +124,9 @@ def verify_bundle(bundle: dict[str, Any], image: Reference, keys: list[Key], ide
         check_simplesigning(payload, image.digest)
     else:
         statement = check_statement(payload_type, payload, image.digest, SIGN_PREDICATE if signatures else wanted)
+    if identity is None:
+        from chainmail.verify.tlog import TlogCheck, entry_from_bundle, verifying_pems
+
+        (tlog or TlogCheck()).require_envelope(entry_from_bundle(bundle), envelope, payload,
+                                               verifying_pems(keys, key_id))
     return Verified(target, layout, payload_type, payload, statement, key_id, cert, location)

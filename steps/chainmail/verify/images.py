@@ -21,17 +21,21 @@ from chainmail.verify.search import Search, outcome, recorded
 if TYPE_CHECKING:
     from chainmail.context import Context
     from chainmail.verify.certificates import IdentityPolicy
+    from chainmail.verify.tlog import TlogCheck
     from chainmail.verify.trusted_root import TrustedRoot
 
 
 def verify_image(ref: str, public_keys: list[str], ctx: Context, *, identity: IdentityPolicy | None = None,
-                 trusted_root: TrustedRoot | str | Path | None = None) -> list[Verified]:
+                 trusted_root: TrustedRoot | str | Path | None = None, tlog: TlogCheck | None = None,
+                 ) -> list[Verified]:
     """``cosign verify --key``: image signatures in ``.sig`` layers and signature bundles.
 
     With ``identity`` (keyless, ``--certificate-identity``/``--certificate-oidc-issuer``) no key is
     loaded: each signature's certificate must chain to ``trusted_root`` (None: production) and match.
-    Raises :class:`TagNotFoundError`, :class:`NoSignatureError`, :class:`NoMatchingSignatureError` or
-    :class:`NoCertificateError`.
+    Key-signed signatures must carry a transparency log entry that verifies and binds them, as ``tlog``
+    says (None: required, production log keys; see :mod:`chainmail.verify.tlog`).
+    Raises :class:`TagNotFoundError`, :class:`NoSignatureError`, :class:`NoMatchingSignatureError`,
+    :class:`NoCertificateError`, or a transparency log error (24-28) when that is why every one failed.
     """
     keys = load_keys(public_keys, ctx) if identity is None else []
     client, image = client_and_image(ref, ctx)
@@ -42,21 +46,22 @@ def verify_image(ref: str, public_keys: list[str], ctx: Context, *, identity: Id
         where = f"{location} layer {index}"
         with recorded(search, where, "signature layer"):
             search.verified.append(verify_sig_layer(client, repo, image, layer, keys, identity, trusted_root,
-                                                    target, where))
+                                                    target, where, tlog))
     for bundle, layout, location in find_bundles(client, image, search, want_signatures=True):
         with recorded(search, location, "bundle"):
             search.verified.append(verify_bundle(bundle, image, keys, identity, trusted_root, wanted=None,
                                                  signatures=True, target=target, layout=layout,
-                                                 location=location))
+                                                 location=location, tlog=tlog))
     return outcome(search, "signatures")
 
 
 def verify_attestation(ref: str, public_keys: list[str], ctx: Context,
                        predicate_type: str | None = None, *, identity: IdentityPolicy | None = None,
-                       trusted_root: TrustedRoot | str | Path | None = None) -> list[Verified]:
+                       trusted_root: TrustedRoot | str | Path | None = None, tlog: TlogCheck | None = None,
+                       ) -> list[Verified]:
     """``cosign verify-attestation --key [--type]``: ``.att`` layers and attestation bundles.
 
-    ``identity`` and ``trusted_root``: keyless verification, as for :func:`verify_image`. Statements of
+    ``identity``, ``trusted_root`` and ``tlog``: as for :func:`verify_image`. Statements of
     another predicate type are filtered out; when only those verified it is a NoMatchingSignatureError.
     """
     wanted = resolve_predicate_type(predicate_type)
@@ -69,12 +74,12 @@ def verify_attestation(ref: str, public_keys: list[str], ctx: Context,
         where = f"{location} layer {index}"
         with recorded(search, where, "attestation", by_type=True):
             search.verified.append(verify_att_layer(client, repo, image, layer, keys, identity, trusted_root,
-                                                    wanted, target, where))
+                                                    wanted, target, where, tlog))
     for bundle, layout, location in find_bundles(client, image, search, want_signatures=False):
         with recorded(search, location, "attestation", by_type=True):
             search.verified.append(verify_bundle(bundle, image, keys, identity, trusted_root, wanted=wanted,
                                                  signatures=False, target=target, layout=layout,
-                                                 location=location))
+                                                 location=location, tlog=tlog))
     if not search.verified and search.mismatched_types:
         found = ", ".join(sorted(set(search.mismatched_types)))
         raise NoMatchingSignatureError(

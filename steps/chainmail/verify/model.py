@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chainmail._internal.encoding import b64encode, load_json
@@ -82,6 +82,9 @@ class Verified:
     location: str = ""
     #: Run attestations: the run identity the signed statement itself records (None for image payloads).
     signed_run: SignedRun | None = None
+    #: The stored signature as read (a raw signature, or the DSSE envelope JSON) when the layout keeps it
+    #: apart from the payload (run annotations, file and bucket stores); used to bind log entries.
+    signature: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def predicate_type(self) -> str:

@@ -52,6 +52,7 @@ from chainmail.verify.search import MALFORMED
 
 if TYPE_CHECKING:
     from chainmail.context import Context
+    from chainmail.verify.tlog import TlogCheck
 
 log = logging.getLogger("chainmail.verify")
 
@@ -189,13 +190,15 @@ def _note_unmarked(run: RunObject) -> None:
 
 
 def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[str], ctx: Context,
-               read: Reader | None = None) -> list[Verified]:
+               read: Reader | None = None, *, tlog: TlogCheck | None = None) -> list[Verified]:
     """Verify a run by its own attestation and report its children (see the module docstring).
 
     ``read`` lists each run's stored signatures when they are not its annotations (the ``gcs`` bucket,
     :func:`chainmail.verify.gcs_store.gcs_reader`); the binding rules are the same. Returns the run's
     verified payloads first, then each child's. Raises :class:`InputError` (no uid),
-    :class:`NoMatchingSignatureError` or :class:`NoSignatureError`.
+    :class:`NoMatchingSignatureError` or :class:`NoSignatureError`; then the run's transparency log
+    entry must bind one of its signatures (:mod:`chainmail.verify.run_tlog`; ``tlog`` None: required,
+    production log keys), else a transparency log error (24-28).
     """
     keys = load_keys(public_keys, ctx)
     read = read if read is not None else RefsReader(ctx)
@@ -206,8 +209,10 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
     own = [v for short, v in found if short == main.own_key]
     verified = [v for _, v in found]
     children = _children(main, candidates, failures) if main.kind == "PipelineRun" else []
+    child_items: list[tuple[str, dict[str, Any], list[Verified]]] = []
     for child in children:
         items = _verify_signatures(child, keys, failures, read)
+        child_items.append((child.ref, child.annotations, [v for _, v in items]))
         for _, item in items:
             parent = item.signed_run.parent_uid if item.signed_run is not None else ""
             if parent and parent != main.uid:
@@ -227,5 +232,9 @@ def verify_run(snapshot_or_obj: RunSnapshot | dict[str, Any], public_keys: list[
         more = f"; the signatures of its {len(children)} child TaskRun(s) do not stand in for it" if children else ""
         where = f"(chains.tekton.dev/signature-{main.own_key})" if isinstance(read, RefsReader) else "in the gcs bucket"
         raise NoSignatureError(f"{main.ref} has no signature of its own {where}{more}")
+    from chainmail.verify.run_tlog import check_children_tlog, check_run_tlog
+
+    check_run_tlog(main.ref, main.annotations, [v for _, v in found], own, keys, tlog)
+    check_children_tlog(child_items, keys, tlog)
     _note_unmarked(main)
     return verified

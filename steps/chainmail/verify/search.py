@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from chainmail.errors import (
+    TLOG_ERRORS,
     ConfigError,
     Error,
     NoCertificateError,
@@ -19,6 +20,7 @@ from chainmail.errors import (
     NoSignatureError,
     RegistryAuthError,
     RegistryUnreachableError,
+    TransparencyError,
     VerificationError,
 )
 from chainmail.verify.claims import PredicateMismatchError
@@ -27,9 +29,9 @@ from chainmail.verify.model import Verified
 log = logging.getLogger("chainmail.verify")
 
 #: Failures that abort verification instead of counting as a signature that did not verify: the
-#: registry refusing us or gone, and configuration that cannot work (a trusted root sigstore-python
-#: cannot load, sigstore-python missing for a keyless bundle).
-FATAL = (RegistryAuthError, RegistryUnreachableError, ConfigError)
+#: registry refusing us or gone, the transparency log gone (``--rekor-url``), and configuration that cannot
+#: work (a trusted root sigstore-python cannot load, sigstore-python missing for a keyless bundle).
+FATAL = (RegistryAuthError, RegistryUnreachableError, TransparencyError, ConfigError)
 
 #: Errors a malformed stored document can raise while it is picked apart; reported as a failed check.
 #: (``load_json`` turns hostile nesting into a ValueError, so RecursionError is not among them.)
@@ -88,7 +90,19 @@ def outcome(search: Search, what: str) -> list[Verified]:
         first = search.reasons[0]
         raise NoCertificateError(f"none of the {search.found} {what} for {search.image} has a signing "
                                  f"certificate: {shown}", hint=getattr(first, "hint", None))
+    tlog = tlog_failure(search.reasons)
+    if tlog is not None:
+        raise tlog(f"none of the {search.found} {what} for {search.image} verified: {shown}")
     raise NoMatchingSignatureError(f"none of the {search.found} {what} for {search.image} verified: {shown}")
+
+
+def tlog_failure(reasons: list[object]) -> type[VerificationError] | None:
+    """The transparency-log error class to exit with when every failure was a log check (else None): the
+    first failure's class, so one unlogged signature next to one with a bad SET still says why."""
+    first = reasons[0] if reasons else None
+    if isinstance(first, VerificationError) and all(isinstance(r, TLOG_ERRORS) for r in reasons):
+        return type(first)
+    return None
 
 
 def strict_outcome(verified: list[Verified], failures: list[str], what: str, kind: str) -> list[Verified]:

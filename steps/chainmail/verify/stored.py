@@ -22,18 +22,19 @@ def verify_stored(keys: list[Key], payload: bytes, signature: bytes, ref: str, l
             raise VerificationError("the stored payload differs from the signed envelope's payload")
         statement = check_statement(payload_type, inner, None, None) if payload_type == INTOTO_PAYLOAD_TYPE \
             else None
-        return Verified(ref, layout, payload_type, inner, statement, key_id, cert, location)
+        return Verified(ref, layout, payload_type, inner, statement, key_id, cert, location, signature=signature)
     key_id = verify_raw(keys, signature, payload)
     if key_id is None:
         raise NoMatchingSignatureError("signature does not verify with the given key(s)")
     try:
         doc = check_simplesigning(payload, None)
     except VerificationError:
-        return Verified(ref, layout, "application/octet-stream", payload, None, key_id, cert, location)
+        return Verified(ref, layout, "application/octet-stream", payload, None, key_id, cert, location,
+                        signature=signature)
     critical = doc["critical"]
     identity = critical.get("identity")
     image = identity.get("docker-reference", "") if isinstance(identity, dict) else ""
     image_doc = critical.get("image")
     digest = image_doc.get("docker-manifest-digest", "") if isinstance(image_doc, dict) else ""
     return Verified(f"{image}@{digest}" if image else ref, layout, SIMPLESIGNING_PAYLOAD_TYPE, payload, None,
-                    key_id, cert, location)
+                    key_id, cert, location, signature=signature)

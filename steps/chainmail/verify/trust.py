@@ -18,6 +18,8 @@ from chainmail.errors import Error, VerificationError
 from chainmail.verify.keys import Key, verify_dsse, verify_raw
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from chainmail.verify.certificates import IdentityPolicy
     from chainmail.verify.trusted_root import TrustedRoot
 
@@ -53,6 +55,14 @@ def _keyless_material(annotations: dict[str, Any]) -> tuple[str, str, str]:
             text_annotation(annotations, "dev.sigstore.cosign/bundle"))
 
 
+def _check_time(when: datetime | None, cert: str) -> None:
+    """Keyless: the logged integration time falls inside the certificate's validity (exit 25)."""
+    if when is not None:
+        from chainmail.verify.tlog import check_certificate_time
+
+        check_certificate_time(int(when.timestamp()), cert)
+
+
 def verify_signature_layer(keys: list[Key], payload: bytes, signature: bytes, annotations: dict[str, Any],
                            identity: IdentityPolicy | None, trusted_root: TrustedRoot | str | Path | None,
                            ) -> tuple[str | None, str]:
@@ -67,6 +77,7 @@ def verify_signature_layer(keys: list[Key], payload: bytes, signature: bytes, an
 
     when = rekor_signing_time(rekor, trusted_root, payload=payload, signature=signature,
                               cert_pem=cert) if rekor and cert else None
+    _check_time(when, cert)
     who = verify_keyless_signature(payload, signature, cert, chain, **policy_kwargs(identity),
                                    trusted_root=trusted_root, signing_time=when)
     return who.identity, cert
@@ -110,6 +121,7 @@ def _keyless_att(envelope: bytes, annotations: dict[str, Any], identity: Identit
     if rekor and cert:
         parsed = dsse.parse(envelope)
         when = rekor_signing_time(rekor, trusted_root, payload=parsed["payload"], cert_pem=cert)
+        _check_time(when, cert)
     payload_type, payload, who = verify_keyless_envelope(envelope, cert, chain, **policy_kwargs(identity),
                                                          trusted_root=trusted_root, signing_time=when)
     return payload_type, payload, who.identity

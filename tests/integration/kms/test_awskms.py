@@ -99,7 +99,7 @@ def test_sign_run_then_verify_with_the_kms_public_key(kms: tuple[str, Any], tmp_
     load_der_public_key(der).verify(sig, pae(str(env["payloadType"]), payload), ec.ECDSA(SHA256()))  # type: ignore[union-attr,call-arg]
 
     for key in (str(pub), ref):
-        code, out, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key", key,
+        code, out, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key", key,
                               "-o", "json"], capsys)
         assert code == 0, err
         assert json.loads(out)["verified"], out
@@ -122,7 +122,7 @@ def test_kmsref_from_chains_config_and_every_key_form(kms: tuple[str, Any], tmp_
     assert code == 0, err
     pub = tmp_path / "kms.pub"
     pub.write_text(expected)
-    code, _, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key", str(pub)], capsys)
+    code, _, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key", str(pub)], capsys)
     assert code == 0, err
 
 
@@ -133,7 +133,7 @@ def test_other_signing_key_specs_sign_and_verify(spec: str, kms: tuple[str, Any]
     ref = f"awskms://{endpoint}/{_key(client, spec)['KeyId']}"
     code, _, err = sign_run(capsys, tmp_path, [], key=ref)
     assert code == 0, err
-    code, _, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key", ref], capsys)
+    code, _, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key", ref], capsys)
     assert code == 0, err
 
 

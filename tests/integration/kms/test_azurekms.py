@@ -58,7 +58,7 @@ def test_sign_run_then_verify(vault: KeyVault, tmp_path: Path, capsys: pytest.Ca
     pub = tmp_path / "kms.pub"
     pub.write_text(pem)
     for key in (str(pub), ref):
-        code, out, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key", key, "-o", "json"],
+        code, out, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key", key, "-o", "json"],
                              capsys)
         assert code == 0, err
         assert json.loads(out)["verified"]
@@ -74,7 +74,7 @@ def test_other_key_types_and_a_pinned_version(kty: str, crv: str, vault: KeyVaul
     code, _, err = sign_run(capsys, tmp_path, settings)
     assert code == 0, err
     assert ("POST", f"/keys/k/{first}/sign") in vault.requests
-    code, _, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key",
+    code, _, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key",
                         f"azurekms://{vault.vault}/k/{first}"], capsys)
     assert code == 0, err
 

@@ -49,7 +49,7 @@ def test_sign_run_then_verify(kms: CloudKMS, tmp_path: Path, capsys: pytest.Capt
     pub = tmp_path / "kms.pub"
     pub.write_text(pem)
     for key in (str(pub), ref):
-        code, out, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key", key, "-o", "json"],
+        code, out, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key", key, "-o", "json"],
                              capsys)
         assert code == 0, err
         assert json.loads(out)["verified"]
@@ -63,7 +63,7 @@ def test_pinned_version_and_other_algorithms(algorithm: str, kms: CloudKMS, tmp_
     code, _, err = sign_run(capsys, tmp_path, settings)
     assert code == 0, err
     assert ("POST", f"/v1/{name}/cryptoKeyVersions/1:asymmetricSign") in kms.requests
-    code, _, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key", f"gcpkms://{name}/versions/1"],
+    code, _, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key", f"gcpkms://{name}/versions/1"],
                        capsys)
     assert code == 0, err
 

@@ -148,7 +148,7 @@ def test_sign_run_with_token_path_then_verify(env: Bao, tmp_path: Path, capsys: 
     pub = tmp_path / "vault.pub"
     pub.write_text(pem)
     for key in (str(pub), "hashivault://chains"):
-        code, out, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key", key, "-o", "json",
+        code, out, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key", key, "-o", "json",
                               *sets], capsys)
         assert code == 0, err
         assert json.loads(out)["verified"]
@@ -234,7 +234,7 @@ def test_p521_and_rsa_keys_sign_and_verify(key: str, env: Bao, tmp_path: Path, c
     monkeypatch.setenv("VAULT_TOKEN", ROOT)
     code, _, err = sign_run(capsys, tmp_path, [], key=f"hashivault://{key}")
     assert code == 0, err
-    code, _, err = cli(["verify", "run", "--file-store", str(tmp_path / "store"), "--key", f"hashivault://{key}"],
+    code, _, err = cli(["verify", "run", "--insecure-ignore-tlog", "--file-store", str(tmp_path / "store"), "--key", f"hashivault://{key}"],
                        capsys)
     assert code == 0, err
 

@@ -38,7 +38,7 @@ def _signed_run(capsys: pytest.CaptureFixture[str], key: str, tmp_path: Path, en
 
 
 def _verify(capsys: pytest.CaptureFixture[str], key: str, run: Path, endpoint: str) -> tuple[int, str, str]:
-    args = ["verify", "run", "--from-file", str(run), "--key", str(Path(key, "cosign.pub")), "-o", "json"]
+    args = ["verify", "run", "--insecure-ignore-tlog", "--from-file", str(run), "--key", str(Path(key, "cosign.pub")), "-o", "json"]
     for item in _settings(endpoint):
         args += ["--set", item]
     return cli(args, capsys)

@@ -35,7 +35,7 @@ def _signed_run(capsys: pytest.CaptureFixture[str], key: str, tmp_path: Path) ->
 
 
 def _verify(capsys: pytest.CaptureFixture[str], key: str, run: Path) -> tuple[int, str, str]:
-    args = ["verify", "run", "--from-file", str(run), "--key", str(Path(key, "cosign.pub")), "-o", "json"]
+    args = ["verify", "run", "--insecure-ignore-tlog", "--from-file", str(run), "--key", str(Path(key, "cosign.pub")), "-o", "json"]
     for item in SETTINGS:
         args += ["--set", item]
     return cli(args, capsys)

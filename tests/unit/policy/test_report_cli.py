@@ -33,11 +33,12 @@ def fakes(monkeypatch: pytest.MonkeyPatch, chains_run_verified, shared: Path) ->
     verify = types.ModuleType("chainmail.verify")
     signing = types.ModuleType("chainmail.signing")
 
-    def verify_attestation(ref: str, public_keys: list[Any], ctx: Any, predicate_type: str | None = None) -> list:
+    def verify_attestation(ref: str, public_keys: list[Any], ctx: Any, predicate_type: str | None = None,
+                           **_: Any) -> list:
         calls.log.append(("verify_attestation", (ref, public_keys, predicate_type)))
         return [chains_run_verified]
 
-    def verify_run(snap: RunSnapshot, public_keys: list[Any], ctx: Any) -> list:
+    def verify_run(snap: RunSnapshot, public_keys: list[Any], ctx: Any, **_: Any) -> list:
         calls.log.append(("verify_run", (snap.ref.name, public_keys)))
         return [chains_run_verified]
 
@@ -181,7 +182,7 @@ def test_report_run_from_file_with_real_verification(shared: Path, examples: Pat
                            for n in ("clone", "build", "scan")]}
     path = tmp_path / "run.json"
     path.write_text(json.dumps(bundle))
-    code = run_cli(["report", "run", "--from-file", str(path), "--key", str(base / "cosign.pub"),
+    code = run_cli(["report", "run", "--insecure-ignore-tlog", "--from-file", str(path), "--key", str(base / "cosign.pub"),
                     "--policy", str(examples / "step-images-pinned.yaml")])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -199,7 +200,7 @@ def test_report_run_from_file_with_real_verification(shared: Path, examples: Pat
 def test_report_run_with_the_wrong_key_fails(shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = shared / "fixtures" / "chains-run" / "taskrun-after-chains.json"
     other_key = shared / "fixtures" / "cosign-keys" / "ecdsa-p256-empty-password" / "cosign.pub"
-    code = run_cli(["report", "run", "--from-file", str(run), "--key", str(other_key)])
+    code = run_cli(["report", "run", "--insecure-ignore-tlog", "--from-file", str(run), "--key", str(other_key)])
     captured = capsys.readouterr()
     assert code == 12  # NoMatchingSignatureError: nothing reported for an unverified run
     assert captured.out == ""
