@@ -403,3 +403,24 @@ def test_deep_nesting_is_a_failed_signature_not_a_crash(fixtures: Path, pub: str
     ann[sig_key] = base64.b64encode(b'{"a":' * 100_000 + b"1" + b"}" * 100_000).decode()
     with pytest.raises(NoMatchingSignatureError, match="nested deeper"):
         verify_run(run, [pub], Context(), tlog=NO_TLOG)
+
+
+def test_a_raw_signature_starting_with_a_brace_is_not_taken_for_an_envelope() -> None:
+    """About 1 in 256 raw RSA signatures start with ``{``; they are raw signatures, not DSSE envelopes."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from chainmail.verify.stored import verify_stored
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    for n in range(5000):
+        payload = f'{{"critical": {{}}, "n": {n}}}'.encode()
+        signature = private.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+        if signature[:1] == b"{":
+            break
+    else:
+        pytest.fail("no signature starting with '{' in 5000 tries")
+    verified = verify_stored([(pem, "k1")], payload, signature, "ref", "annotations", "here", "")
+    assert verified.key_id == "k1" and verified.payload == payload

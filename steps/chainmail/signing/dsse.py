@@ -39,6 +39,24 @@ def envelope(payload_type: str, payload: bytes, signer: Signer) -> bytes:
     })
 
 
+def is_envelope(data: bytes) -> bool:
+    """Whether ``data`` is meant as a DSSE envelope (a JSON object) rather than a raw signature.
+
+    A raw signature's first byte is ``{`` about once in 256 (RSA especially), so the first byte alone
+    does not tell.
+    """
+    from chainmail._internal.encoding import JSONLimitError
+
+    if data.lstrip()[:1] != b"{":
+        return False
+    try:
+        return isinstance(load_json(data), dict)
+    except JSONLimitError:
+        return True  # JSON, if hostile: refused as a malformed envelope, with the reason
+    except ValueError:
+        return False
+
+
 def _decode(value: Any, where: str) -> bytes:
     if not isinstance(value, str):
         raise InputError(f"DSSE envelope: '{where}' must be a base64 string")

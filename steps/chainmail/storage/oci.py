@@ -199,7 +199,9 @@ def layer_for(signed: SignedPayload) -> tuple[bytes, str, dict[str, str]]:
     """``(blob, media_type, annotations)`` of the legacy ``.sig``/``.att`` layer for a signed payload."""
     payload = signed.payload
     if payload.payload_type == SIMPLESIGNING_PAYLOAD_TYPE:
-        if signed.signature[:1] == b"{":
+        from chainmail.signing.dsse import is_envelope
+
+        if is_envelope(signed.signature):
             raise StorageError(f"{payload.artifact.full_key}: a DSSE-wrapped simple-signing signature cannot "
                                "go in a .sig layer; it needs storage.oci.encoding-format=sigstore-bundle")
         blob, media_type, sig_annotation = payload.body, SIMPLESIGNING_LAYER, b64encode(signed.signature)

@@ -15,6 +15,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from chainmail.errors import TLOG_ERRORS, TlogMismatchError, TlogMissingError
+from chainmail.signing.dsse import is_envelope
 from chainmail.verify.tlog import (
     TlogCheck,
     bind_envelope,
@@ -40,7 +41,7 @@ def _binder(items: list[Verified], keys: list[tuple[str, str]]) -> Any:
                 continue
             pems = verifying_pems(keys, item.key_id)
             try:
-                if item.signature.lstrip()[:1] == b"{":
+                if is_envelope(item.signature):
                     bind_envelope(entry, item.signature, pems)
                 else:
                     bind_signature(entry, item.payload, item.signature, pems)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from chainmail.errors import NoMatchingSignatureError, VerificationError
 from chainmail.models import INTOTO_PAYLOAD_TYPE, SIMPLESIGNING_PAYLOAD_TYPE
+from chainmail.signing.dsse import is_envelope
 from chainmail.verify.claims import check_simplesigning, check_statement
 from chainmail.verify.keys import Key, verify_dsse, verify_raw
 from chainmail.verify.model import Verified
@@ -16,7 +17,7 @@ from chainmail.verify.model import Verified
 def verify_stored(keys: list[Key], payload: bytes, signature: bytes, ref: str, layout: str, location: str,
                   cert: str) -> Verified:
     """One stored pair: a DSSE envelope or a raw DER signature. Raises :class:`VerificationError`."""
-    if signature.lstrip()[:1] == b"{":
+    if is_envelope(signature):
         payload_type, inner, key_id = verify_dsse(keys, signature)
         if inner != payload:
             raise VerificationError("the stored payload differs from the signed envelope's payload")
@@ -38,3 +39,4 @@ def verify_stored(keys: list[Key], payload: bytes, signature: bytes, ref: str, l
     digest = image_doc.get("docker-manifest-digest", "") if isinstance(image_doc, dict) else ""
     return Verified(f"{image}@{digest}" if image else ref, layout, SIMPLESIGNING_PAYLOAD_TYPE, payload, None,
                     key_id, cert, location, signature=signature)
+
