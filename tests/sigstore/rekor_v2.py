@@ -18,10 +18,15 @@ C2SP signed-note/tlog-checkpoint, RFC 6962):
   signed with the log's own Ed25519 key; key ID ``sha256(name‖0x0A‖0x01‖key)[:4]``;
 - the trusted root lists the log in ``tlogs`` (baseUrl, PKIX_ED25519 key, logId = the full key hash).
 
+- the read API chainmail uses after a 409 (C2SP tlog-tiles): ``GET /api/v2/checkpoint``,
+  ``/api/v2/tile/<L>/<N>[.p/<W>]`` (hashes of height-8L subtrees) and ``/api/v2/tile/entries/<N>[.p/<W>]``
+  (uint16-length-prefixed entries), computed from the leaves on each request.
+
 What is ours (a test hook, not Rekor): ``fault(mode)`` spoils the next answer — ``bad-checkpoint-sig``,
 ``bad-root`` (a proof that leads elsewhere), ``bad-hashes``, ``other-entry`` (another entry's body and proof),
 ``unknown-key`` (checkpoint signed by a key the trusted root does not name), ``status-400``; ``status-500``
-answers 500 until ``fault(None)``. No tiles, checkpoints endpoint or sharding: nothing chainmail reads.
+answers 500 until ``fault(None)``; ``read-bad-checkpoint-sig`` and ``read-bad-tile`` spoil the next read of the
+checkpoint or of a hash tile (and leave uploads alone). No sharding, witnesses or consistency proofs.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -197,7 +203,10 @@ class RekorV2Log:
     def create(self, request: Any) -> tuple[int, dict[str, Any]]:
         """``POST /api/v2/log/entries``: ``(status, JSON answer)``."""
         with self.lock:
-            mode, self.fault = self.fault, (self.fault if self.fault == "status-500" else None)
+            if self.fault and self.fault.startswith("read-"):
+                mode = None  # a fault for the read API (checkpoint, tiles) below
+            else:
+                mode, self.fault = self.fault, (self.fault if self.fault == "status-500" else None)
             if mode in ("status-500", "status-400"):
                 code = int(mode[-3:])
                 return code, {"code": 13 if code == 500 else 3, "message": "fault injected by the test"}
@@ -212,6 +221,44 @@ class RekorV2Log:
             self.bodies.append(body)
             self.leaves.append(leaf)
             return 201, self.entry(len(self.leaves) - 1, mode)
+
+    def seed(self, count: int) -> None:
+        """Append ``count`` filler entries (so proofs of the next entries have hashes to spoil)."""
+        with self.lock:
+            for i in range(count):
+                body = rfc8785.dumps({"kind": "hashedrekord", "apiVersion": "0.0.2", "spec": {"filler": i}})
+                self.bodies.append(body)
+                self.leaves.append(_leaf(body))
+
+    def read(self, path: str) -> tuple[int, bytes]:
+        """``GET /api/v2/<path>``: the checkpoint, a hash tile or an entry bundle (C2SP tlog-tiles)."""
+        with self.lock:
+            mode = self.fault if self.fault and self.fault.startswith("read-") else None
+            size = len(self.leaves)
+            if path == "checkpoint":
+                if mode == "read-bad-checkpoint-sig":
+                    self.fault = None
+                    return 200, self.checkpoint(size, tree_hash(self.leaves), self.stranger).encode()
+                return 200, self.checkpoint(size, tree_hash(self.leaves)).encode()
+            match = re.fullmatch(r"tile/(entries|\d+)/((?:x\d{3}/)*\d{3})(?:\.p/(\d+))?", path)
+            if match is None:
+                return 404, b"not found"
+            level, index = match.group(1), int(match.group(2).replace("x", "").replace("/", ""))
+            width = int(match.group(3) or 256)
+            if level == "entries":
+                chunk = self.bodies[index * 256:index * 256 + width]
+                if len(chunk) != width:
+                    return 404, b"no such entry bundle"
+                return 200, b"".join(len(b).to_bytes(2, "big") + b for b in chunk)
+            height = 8 * int(level)
+            nodes = [tree_hash(self.leaves[i << height:(i + 1) << height])
+                     for i in range(index * 256, index * 256 + width)]
+            if any((i + 1) << height > size for i in range(index * 256, index * 256 + width)):
+                return 404, b"no such tile"
+            if mode == "read-bad-tile" and nodes:
+                self.fault = None
+                nodes[-1] = bytes(32)
+            return 200, b"".join(nodes)
 
     def trusted_root(self, base_url: str) -> dict[str, Any]:
         """A Sigstore trusted root naming this log (and nothing else)."""
@@ -232,6 +279,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/v2/"):
+            status, data = self.log.read(self.path.removeprefix("/api/v2/"))
+        else:
+            status, data = 404, b"not found"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream" if status == 200 else "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

@@ -357,14 +357,13 @@ class RekorV2Client:
         self.keys = keys
         self.retry = retry
 
-    def _post(self, body: dict[str, Any]) -> requests.Response:
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         import requests
 
         from chainmail._internal.http import BadResponseError, TransientError, request
 
         try:
-            return request("POST", self.url + ENTRIES_PATH, policy=self.retry, max_bytes=MAX_RESPONSE_BYTES,
-                           json=body)
+            return request(method, self.url + path, policy=self.retry, max_bytes=MAX_RESPONSE_BYTES, **kwargs)
         except TransientError as exc:
             raise TransparencyError(f"transparency log {self.url} is unreachable: {exc}") from None
         except BadResponseError as exc:
@@ -372,27 +371,65 @@ class RekorV2Client:
         except requests.RequestException as exc:
             raise TransparencyError(f"transparency log {self.url}: {type(exc).__name__}") from None
 
+    def _read(self, path: str) -> bytes:
+        """``GET /api/v2/<path>`` (a checkpoint, tile or entry bundle): the body bytes."""
+        from chainmail.transparency.client import _message
+
+        resp = self._call("GET", "/api/v2/" + path)
+        if resp.status_code != 200:
+            raise TransparencyError(f"transparency log {self.url}: reading {path} failed: HTTP "
+                                    f"{resp.status_code}{_message(resp)}")
+        return resp.content
+
     def upload(self, request_body: dict[str, Any]) -> RekorV2Entry:
-        """Log a ``CreateEntryRequest``; returns the entry once its checkpoint and proof verify."""
+        """Log a ``CreateEntryRequest``; returns the entry once its checkpoint and proof verify.
+
+        An entry the log already holds (HTTP 409 naming its index) is read back from the tiles.
+        """
+        import re
+
         from chainmail._internal.encoding import load_json
         from chainmail.transparency.client import _message
 
         kind = "dsse" if "dsseRequestV002" in request_body else "hashedrekord"
-        resp = self._post(request_body)
+        resp = self._call("POST", ENTRIES_PATH, json=request_body)
         if resp.status_code == 409:
-            raise TransparencyError(f"transparency log {self.url}: this {kind} entry is already logged (HTTP 409) "
-                                    "and Rekor v2 cannot read it back; run sign again for a fresh signature")
-        if resp.status_code >= 300:
+            found = re.search(r"\bindex (\d+)\b", _message(resp))
+            if found is None:
+                raise TransparencyError(f"transparency log {self.url}: this {kind} entry is already logged "
+                                        "(HTTP 409) but the log did not say at which index")
+            entry = self.read_back(int(found.group(1)))
+        elif resp.status_code >= 300:
             raise TransparencyError(f"transparency log {self.url}: uploading a {kind} entry failed: HTTP "
                                     f"{resp.status_code}{_message(resp)}")
-        try:
-            doc = load_json(resp.content)
-        except ValueError:
-            raise TransparencyError(f"transparency log {self.url}: uploading a {kind} entry: the response is "
-                                    "not JSON") from None
-        entry = RekorV2Entry.from_json(doc)
+        else:
+            try:
+                doc = load_json(resp.content)
+            except ValueError:
+                raise TransparencyError(f"transparency log {self.url}: uploading a {kind} entry: the response "
+                                        "is not JSON") from None
+            entry = RekorV2Entry.from_json(doc)
         verify_entry(entry, self.keys)
         return entry
+
+    def read_back(self, index: int) -> RekorV2Entry:
+        """Entry ``index`` with an inclusion proof against the log's current, verified checkpoint."""
+        from chainmail.transparency.tiles import TileReader
+
+        note = self._read("checkpoint").decode("utf-8", "replace")
+        checkpoint, key = verify_signed_checkpoint(note, self.keys)
+        tiles = TileReader(self._read, checkpoint.size)
+        body = tiles.entry(index)
+        try:
+            from chainmail._internal.encoding import load_json
+
+            doc = load_json(body)
+            kind, version = str(doc["kind"]), str(doc["apiVersion"])
+        except (ValueError, KeyError, TypeError):
+            raise TransparencyError(f"transparency log {self.url}: entry {index} is not a JSON entry") from None
+        return RekorV2Entry(log_index=index, log_id=key.log_id, kind=kind, version=version, body=body,
+                            proof_index=index, tree_size=checkpoint.size, root_hash=checkpoint.root_hash,
+                            hashes=tuple(tiles.inclusion_proof(index)), checkpoint=note)
 
 
 def transparency_annotation(url: str, entry: RekorV2Entry) -> str:
