@@ -265,3 +265,65 @@ def test_oci_storage_keeps_v2_entries_out_of_the_cosign_bundle_annotation(log: A
     tlog = _upload(log, hashedrekord_request(b"r", signer.sign(b"r"), signer.public_key_pem)).to_json()
     assert rekor_bundle_annotation(tlog) is None
     assert tlog_entry(tlog) == tlog
+
+
+# -- real Rekor v2 data -------------------------------------------------------------------------------------
+
+#: Entry 412114 of Sigstore's production Rekor v2 log log2025-1.rekor.sigstore.dev, as the log returned it
+#: (kept as test data in sigstore-js, packages/sign/src/__tests__/external/rekor-v2.test.ts): public log data.
+REAL_ENTRY = {
+    "logIndex": "412114", "logId": {"keyId": "zxGZFVvd0FEmjR8WrFwMdcAJ9vtaY/QXf44Y1wUeP6A="},
+    "kindVersion": {"kind": "hashedrekord", "version": "0.0.2"}, "integratedTime": "0", "inclusionPromise": None,
+    "inclusionProof": {
+        "logIndex": "412114", "rootHash": "+8vUkEgBK/ansexBUomzocaWoPEmPIzxJC/y+xNMQN4=", "treeSize": "412115",
+        "hashes": ["KIoYVJ0TqmaEkFboP7YWTjSh8vFjVECmokcTOAByfIM=", "Umf0h0cK2hegTzNnSgsXszyiA4bp5OvEvP+GrWq3C8w=",
+                   "vNQeSNBfepYZI2Ez3ViKdCft0JH87ZS8IGKwixxUVjc=", "JBAugd5awOqmHXIKgz1MOjlR5f37VqmP0bWoRVcHX5M=",
+                   "xYH2mAxGxfOgvSOLnItT2LsJt+Z2a2egjf8QJFwK7jA=", "PbZWM3NitzChx9A22m/kddDtzh2bAKX5Fy7j76l3z2k=",
+                   "sKX9Sbsahvw5DiC2oP6pbZsDi1NzuNS1nIULXkCC57o=", "pfTCxXHnCM253jwYxVJcuUhmoTTtDxznn92QhN0M4Ws=",
+                   "cJ8uk2ZvZyfg+HRILKOHcyHu2pvI8Fz3R1MyMvyzWtA="],
+        "checkpoint": {"envelope": "log2025-1.rekor.sigstore.dev\n412115\n+8vUkEgBK/ansexBUomzocaWoPEmPIzxJC/y+xNMQN4="
+                                   "\n\n\u2014 log2025-1.rekor.sigstore.dev zxGZFahCZ/+MqTjH4rC5MWcdLDWbpetE5l30RZfQc4"
+                                   "BQkRjWSoKipEUPjvHENeZDHIlAsuezJcLzUVvItpNjaSRoMAs=\n"}},
+    "canonicalizedBody": (
+        "eyJhcGlWZXJzaW9uIjoiMC4wLjIiLCJraW5kIjoiaGFzaGVkcmVrb3JkIiwic3BlYyI6eyJoYXNoZWRSZWtvcmRWMDAyIjp7ImRhdGEiOnsi"
+        "YWxnb3JpdGhtIjoiU0hBMl8yNTYiLCJkaWdlc3QiOiI1ZEoyU2FrVWVPWFk0dXQxaEJIUG9teitoVG42dGMwS1R6Y0dvc0ErZXBFPSJ9LCJz"
+        "aWduYXR1cmUiOnsiY29udGVudCI6Ik1FWUNJUURjSk84Mm56MXJydHUxRHhTcHJ1WDFvZ0p1bThkbDRJaUdCTVB6M2pZY2JnSWhBS3dROHdO"
+        "dTFPbjhwWWZoQUpDSzhPcVQwT09HVGgveUFRK0FuL2UzZC9kVSIsInZlcmlmaWVyIjp7ImtleURldGFpbHMiOiJQS0lYX0VDRFNBX1AyNTZf"
+        "U0hBXzI1NiIsInB1YmxpY0tleSI6eyJyYXdCeXRlcyI6Ik1Ga3dFd1lIS29aSXpqMENBUVlJS29aSXpqMERBUWNEUWdBRTBxOVErdGRHMTk1"
+        "Q1hLZm1VeDFZYXR2Wi9tTjNyaGpwT2ZtMWx2c2tXcHJIOVB4cGU5WGM2TGpFSmJCY1ZQaHV0a2ZVdkJCOVJEays0MlNORTYvNXhnPT0ifX19"
+        "fX19"),
+}
+
+
+def _production_keys() -> list[LogKey]:
+    from chainmail.transparency import load_log_keys
+    from chainmail.verify.trusted_root import embedded_trusted_root_path
+
+    path = embedded_trusted_root_path("production")
+    if path is None:
+        pytest.skip("sigstore-python's embedded production trusted root is not installed")
+    return load_log_keys(path)
+
+
+def test_the_production_trusted_roots_v2_log_id_is_the_c2sp_key_hash() -> None:
+    v2_log = next(k for k in _production_keys() if "log2025-1" in k.base_url)
+    name = key_name(v2_log.base_url)
+    raw = v2_log.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert hashlib.sha256(name.encode() + b"\n\x01" + raw).digest() == v2_log.log_id
+    assert note_key_id(name, v2_log.public_key) == v2_log.log_id[:4]
+
+
+def test_a_real_production_rekor_v2_entry_verifies_and_any_flipped_bit_fails() -> None:
+    keys = _production_keys()
+    entry = RekorV2Entry.from_json(REAL_ENTRY)
+    assert verify_entry(entry, keys).base_url == "https://log2025-1.rekor.sigstore.dev"
+    body = entry.body_json["spec"]["hashedRekordV002"]
+    assert body["data"]["algorithm"] == "SHA2_256" and body["signature"]["verifier"]["keyDetails"] == \
+        "PKIX_ECDSA_P256_SHA_256"  # the shapes chainmail sends and checks
+    spoiled = json.loads(json.dumps(REAL_ENTRY))
+    spoiled["inclusionProof"]["hashes"][3] = spoiled["inclusionProof"]["hashes"][4]
+    with pytest.raises(TransparencyError, match="does not lead"):
+        verify_entry(RekorV2Entry.from_json(spoiled), keys)
+    note = REAL_ENTRY["inclusionProof"]["checkpoint"]["envelope"]  # type: ignore[index]
+    with pytest.raises(TransparencyError, match="does not verify"):
+        verify_signed_checkpoint(note.replace("\n412115\n", "\n412116\n"), keys)
