@@ -251,6 +251,16 @@ def test_the_request_shapes(signer: KeySigner) -> None:
     assert base64.b64decode(body["envelope"]["payload"]) == b"hi" and len(body["verifiers"]) == 1
 
 
+def test_requests_round_trip_through_the_protobuf_specs_models(signer: KeySigner) -> None:
+    # sigstore-python's generated Rekor v2 models (sigstore_models, from protobuf-specs/rekor-tiles) as the schema
+    from sigstore_models.rekor.v2.entry import CreateEntryRequest
+
+    env = dsse.envelope("application/vnd.in-toto+json", b'{"_type": "s"}', signer)
+    for request in (hashedrekord_request(b"p", signer.sign(b"p"), signer.public_key_pem),
+                    dsse_request(env, [signer.public_key_pem])):
+        assert json.loads(CreateEntryRequest.from_json(json.dumps(request)).to_json()) == request
+
+
 def test_rekor_version_is_1_or_2() -> None:
     assert rekor_version(Config.from_mapping({})) == "1"
     assert rekor_version(Config.from_mapping({"chainmail.transparency.rekor-version": "2"})) == "2"
