@@ -267,6 +267,48 @@ def test_sigstore_python_checks_each_entrys_proof_checkpoint_and_body(logged: di
             TransparencyLogEntry(InnerEntry.from_dict(bad))._verify(keyring)
 
 
+@pytest.mark.registry
+def test_the_oci_backend_stores_a_bundle_with_the_v2_entry_that_sigstore_js_verifies(
+        logged: dict[str, Any], rekor_v2: RekorV2Server, key: str, registry: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end: sign (logging in Rekor v2), store as an OCI referrer (sigstore-bundle mode), read back, verify."""
+    import dataclasses
+
+    from chainmail.config import Config
+    from chainmail.context import Context
+    from chainmail.models import RunSnapshot
+    from chainmail.signing import sign_payloads
+    from chainmail.storage import StoreSession
+    from chainmail.storage.oci import OciBackend
+    from doubles.registry import push_test_image
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    ref = push_test_image(registry, "rekor-v2/app", "rekor-v2")
+    digest = ref.split("@")[1]
+    att = _item(logged, True)
+    statement = json.loads(att.payload.body)
+    statement["subject"] = [{"name": ref.split("@")[0], "digest": {"sha256": digest[7:]}}]
+    payload = dataclasses.replace(att.payload, body=json.dumps(statement, separators=(",", ":")).encode(),
+                                  subjects=(ref,))
+    ctx = Context(config=Config.from_mapping({
+        "storage.oci.encoding-format": "sigstore-bundle", "transparency.enabled": "true",
+        "transparency.url": rekor_v2.url, "chainmail.transparency.rekor-version": "2",
+        "chainmail.transparency.trusted-root": str(rekor_v2.trusted_root)}), key=key)
+    snapshot = RunSnapshot({"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+                            "metadata": {"name": "x", "namespace": "demo", "uid": att.payload.artifact.owner.uid}})
+    [item] = sign_payloads([payload], ctx)
+    assert item.tlog is not None and item.tlog["kindVersion"] == {"kind": "dsse", "version": "0.0.2"}
+    [stored] = OciBackend(StoreSession(ctx, snapshot)).store([item])
+    index = json.loads(registry.get_manifest("rekor-v2/app", digest.replace(":", "-")))
+    [entry] = index["manifests"]
+    referrer = json.loads(registry.get_manifest("rekor-v2/app", entry["digest"]))
+    assert stored.location.endswith(entry["digest"])
+    bundle = json.loads(registry.get_blob("rekor-v2/app", referrer["layers"][0]["digest"]))
+    assert bundle["verificationMaterial"]["tlogEntries"] == [item.tlog]
+    result = _sigstore_js(tmp_path, rekor_v2.trusted_root, bundle, item.public_key)
+    assert result["verified"] is True, result
+
+
 # -- a lying, failing or unknown log ------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("fault", "message"), [
