@@ -25,7 +25,8 @@ from chainmail.transparency import kinds
 from chainmail.transparency.client import RekorClient
 from chainmail.transparency.entry import TRANSPARENCY_ANNOTATION, InclusionProof, LogEntry, transparency_annotation
 from chainmail.transparency.trust import LogKey, load_log_keys
-from chainmail.transparency.v2 import RekorV2Client, RekorV2Entry
+from chainmail.transparency.v2 import RekorV2Entry
+from chainmail.transparency.v2_client import RekorV2Client
 from chainmail.transparency.verify import check_envelope_binding, check_signature_binding, verify_entry
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def client_for(ctx: Context, *, url: str | None = None,
                trusted_root: Path | str | None = None) -> RekorClient | RekorV2Client:
     """A client for ``url`` (default chains-config ``transparency.url``) with the context's retry policy.
 
-    A :class:`~chainmail.transparency.v2.RekorV2Client` when ``chainmail.transparency.rekor-version`` is 2.
+    A :class:`~chainmail.transparency.v2_client.RekorV2Client` when ``chainmail.transparency.rekor-version`` is 2.
     """
     from chainmail.transparency import v2
 
@@ -63,7 +64,7 @@ def client_for(ctx: Context, *, url: str | None = None,
     keys = load_log_keys(trusted_root)
     if v2.rekor_version(ctx.config) == "2":
         v2.require_trusted_log(url, keys)
-        return v2.RekorV2Client(url, keys=keys, retry=ctx.retry)
+        return RekorV2Client(url, keys=keys, retry=ctx.retry)
     return RekorClient(url, keys=keys, retry=ctx.retry)
 
 
