@@ -160,6 +160,31 @@ def test_inclusion_proofs_from_tiles_match_rfc_6962(size: int, log: Any) -> None
         tiles.entry(size)
 
 
+def test_proofs_over_three_tile_levels_lead_to_the_root_with_few_reads(log: Any) -> None:
+    from chainmail.transparency.merkle import root_from_proof
+
+    size = 65536 + 471  # level 2 holds one full height-16 node; levels 0 and 1 end in partial tiles
+    log.bodies = [b"e%d" % i for i in range(size)]
+    log.leaves = [server._leaf(b) for b in log.bodies]
+    root = server.tree_hash(log.leaves)
+    reads: list[str] = []
+
+    def get(path: str) -> bytes:
+        reads.append(path)
+        status, data = log.read(path)
+        assert status == 200, path
+        return data
+
+    for index in (0, 256, 65535, 65536, 65999, size - 1):
+        reads.clear()
+        tiles = TileReader(get, size)
+        proof = tiles.inclusion_proof(index)
+        assert root_from_proof(index, size, log.leaves[index], proof) == root
+        assert tiles.entry(index) == log.bodies[index]
+        assert len(reads) <= 6, reads  # a handful of tiles, never the whole tree
+    assert any(".p/" in r for r in reads)
+
+
 # -- entries, verification, bindings ------------------------------------------------------------------------
 
 def test_hashedrekord_and_dsse_entries_verify_and_bind(log: Any, keys: list[LogKey], signer: KeySigner) -> None:
