@@ -100,6 +100,8 @@ KEYS: dict[str, KeySpec] = {
     "chainmail.namespaces": KeySpec(""),
     "chainmail.sign.verify-images-exist": KeySpec("true", kind="bool"),
     "chainmail.transparency.trusted-root": KeySpec(""),  # trusted_root.json or log PEM; "": production
+    # Which Rekor API transparency.url speaks: 1 (Chains' /api/v1) or 2 (rekor-tiles, docs/rekor-v2.md).
+    "chainmail.transparency.rekor-version": KeySpec("1", ("1", "2"), "enum"),
 }
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}

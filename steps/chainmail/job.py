@@ -154,11 +154,13 @@ def annotate_transparency(signed: list[SignedPayload], session: StoreSession, ct
     from chainmail.transparency import LogEntry, transparency_annotation
 
     url = ctx.config.get("transparency.url")
+    from chainmail.transparency import v2
+
     for item in signed:
         if item.tlog is not None:
-            entry = LogEntry.from_response(item.tlog)
-            session.annotate(item.payload.artifact.owner,
-                             {annotations.TRANSPARENCY: transparency_annotation(url, entry)})
+            value = (v2.transparency_annotation(url, v2.RekorV2Entry.from_json(item.tlog)) if v2.is_v2_tlog(item.tlog)
+                     else transparency_annotation(url, LogEntry.from_response(item.tlog)))
+            session.annotate(item.payload.artifact.owner, {annotations.TRANSPARENCY: value})
 
 
 def store(signed: list[SignedPayload], snapshot: RunSnapshot, ctx: Context, *, mark: bool = True,

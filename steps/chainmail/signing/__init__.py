@@ -296,6 +296,10 @@ def sign_payloads(payloads: list[Payload], ctx: Context, *, upload: bool | None 
         root = ctx.config.get("chainmail.transparency.trusted-root").strip() or None  # None: production
         rekor = client_for(ctx, trusted_root=root)
     require_transparency_for_keyless(payloads, ctx, logged=rekor is not None)
+    if rekor is not None and getattr(rekor, "version", "1") == "2":  # Rekor v2: no time without a TSA
+        from chainmail.transparency.v2 import require_key_signed
+
+        require_key_signed([k for k in {p.artifact.kind for p in payloads} if keyless_selected(k, ctx)])
     out: list[SignedPayload] = []
     signers: dict[str, Signer | None] = {}
     session: dict[str, Signer] = {}  # one keyless key and certificate for this run

@@ -183,6 +183,16 @@ def _check_tlog(item: SignedPayload, expected: str, log_keys: list[LogKey]) -> N
     from chainmail.transparency import LogEntry, check_envelope_binding, check_signature_binding, verify_entry
 
     try:
+        from chainmail.transparency import v2
+
+        if v2.is_v2_tlog(item.tlog):  # Rekor v2: checkpoint + proof, then what the body binds
+            v2_entry = v2.RekorV2Entry.from_json(item.tlog)
+            v2.verify_entry(v2_entry, log_keys)
+            if item.payload.wrap:
+                v2.check_envelope_binding(v2_entry, item.signature, expected)
+            else:
+                v2.check_signature_binding(v2_entry, item.payload.body, item.signature, expected)
+            return
         entry = LogEntry.from_response(item.tlog)
         verify_entry(entry, log_keys)
         if item.payload.wrap:

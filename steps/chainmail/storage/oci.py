@@ -450,7 +450,11 @@ def key_hint(public_key_pem: str) -> str:
 
 
 def tlog_entry(tlog: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A Rekor v1 entry as a bundle ``TransparencyLogEntry`` (protobuf JSON), or None."""
+    """A Rekor v1 entry as a bundle ``TransparencyLogEntry`` (protobuf JSON), or None; a v2 entry as it is."""
+    from chainmail.transparency.v2 import is_v2_tlog
+
+    if is_v2_tlog(tlog):
+        return dict(tlog or {})
     entry = _rekor_entry(tlog)
     if entry is None:
         return None
