@@ -26,15 +26,15 @@ from chainmail.verify.tlog import (
 )
 
 if TYPE_CHECKING:
-    from chainmail.transparency.entry import LogEntry
     from chainmail.verify.model import Verified
+    from chainmail.verify.tlog import AnyEntry
 
 TRANSPARENCY = "chains.tekton.dev/transparency"
 
 
 def _binder(items: list[Verified], keys: list[tuple[str, str]]) -> Any:
     """A check that an entry logs one of ``items``' signatures, by the key that verified it."""
-    def bind(entry: LogEntry) -> None:
+    def bind(entry: AnyEntry) -> None:
         last: TlogMismatchError | None = None
         for item in items:
             if not item.signature:
@@ -48,13 +48,13 @@ def _binder(items: list[Verified], keys: list[tuple[str, str]]) -> Any:
                 return
             except TlogMismatchError as exc:
                 last = exc
-        raise last or TlogMismatchError(f"the transparency log entry {entry.uuid} binds none of the run's "
-                                        "signatures")
+        name = getattr(entry, "uuid", None) or f"at log index {entry.log_index}"
+        raise last or TlogMismatchError(f"the transparency log entry {name} binds none of the run's signatures")
     return bind
 
 
 def check_run_tlog(ref: str, annotations: dict[str, Any], items: list[Verified], own: list[Verified],
-                   keys: list[tuple[str, str]], tlog: TlogCheck | None) -> LogEntry | None:
+                   keys: list[tuple[str, str]], tlog: TlogCheck | None) -> AnyEntry | None:
     """The run's log entry (annotation, else ``--rekor-url`` lookup) verifies and binds one of ``items``
     (the run's verified signatures; ``own``: its own attestation, what a lookup searches for); ``keys``:
     the ``(pem, key id)`` given to verify with."""
@@ -64,8 +64,9 @@ def check_run_tlog(ref: str, annotations: dict[str, Any], items: list[Verified],
     value = annotations.get(TRANSPARENCY)
     try:
         if isinstance(value, str) and value.strip():
-            url, index = parse_transparency_annotation(value)
-            entry = check.fetch(check.rekor_url or url, log_index=index)
+            url, index, version = parse_transparency_annotation(value)
+            entry = check.fetch_v2(check.rekor_url or url, index) if version == "2" \
+                else check.fetch(check.rekor_url or url, log_index=index)
             verify_logged(entry, check.log_keys())
             _binder(items, keys)(entry)
             return entry

@@ -13,6 +13,9 @@ Example::
     check = TlogCheck(trusted_root="trusted_root.json", retry=ctx.retry)
     check.require_signature(entry_from_cosign_bundle(annotation), payload, signature, [pub_pem])
 
+A Rekor v2 entry (``kindVersion`` 0.0.2, no SET: a signed checkpoint and an inclusion proof instead) is
+checked with :mod:`chainmail.transparency.v2`; a run's v2 entry is read back from the log's tiles.
+
 Errors (exit codes): :class:`TlogMissingError` (24), :class:`TlogMismatchError` (25),
 :class:`TlogEntryInvalidError` (26), :class:`TlogInclusionError` (27), :class:`TlogUnknownLogError` (28);
 a log that cannot be reached is a :class:`TransparencyError` (7).
@@ -50,6 +53,10 @@ if TYPE_CHECKING:
     from chainmail._internal.http import RetryPolicy
     from chainmail.transparency.client import RekorClient
     from chainmail.transparency.trust import LogKey
+    from chainmail.transparency.v2 import RekorV2Entry
+
+    #: A Rekor v1 entry or a Rekor v2 ``TransparencyLogEntry``.
+    AnyEntry = LogEntry | RekorV2Entry
 
 #: At most this many search results are fetched and checked by an online lookup.
 MAX_LOOKUP = 64
@@ -97,12 +104,31 @@ def _b64hex(value: Any) -> str:
     return base64.b64decode(str(value), validate=True).hex()
 
 
-def entry_from_bundle(bundle: dict[str, Any]) -> LogEntry | None:
+def _is_v2(item: Any) -> bool:
+    from chainmail.transparency.v2 import API_VERSION, is_v2_tlog
+
+    kind_version = item.get("kindVersion") if isinstance(item, dict) else None
+    return is_v2_tlog(item) and isinstance(kind_version, dict) and kind_version.get("version") == API_VERSION
+
+
+def _parse_v2(item: Any) -> RekorV2Entry:
+    from chainmail.transparency.v2 import RekorV2Entry
+
+    try:
+        return RekorV2Entry.from_json(item)
+    except TransparencyError as exc:
+        raise TlogEntryInvalidError(f"Sigstore bundle tlogEntries: {exc}") from None
+
+
+def entry_from_bundle(bundle: dict[str, Any]) -> AnyEntry | None:
     """The first ``verificationMaterial.tlogEntries`` item of a Sigstore bundle (protobuf JSON), or None."""
     material = bundle.get("verificationMaterial")
     entries = material.get("tlogEntries") if isinstance(material, dict) else None
     if not entries:
         return None
+
+    if _is_v2(entries[0]):
+        return _parse_v2(entries[0])
 
     def build() -> LogEntry:
         item = entries[0]
@@ -133,9 +159,13 @@ def verifying_pems(keys: list[tuple[str, str]], key_id: str) -> list[str]:
     return [pem for pem, kid in keys if (kid or "unknown") == key_id] or [pem for pem, _ in keys]
 
 
-def verify_logged(entry: LogEntry, keys: list[LogKey]) -> LogKey:
+def verify_logged(entry: AnyEntry, keys: list[LogKey]) -> LogKey:
     """The entry's log is trusted (28), its SET verifies (26), its proof and checkpoint too (27)."""
+    from chainmail.transparency.v2 import RekorV2Entry
     from chainmail.transparency.verify import log_key_for, verify_inclusion, verify_set, verify_uuid
+
+    if isinstance(entry, RekorV2Entry):
+        return _verify_v2(entry, keys)
 
     with _as(TlogUnknownLogError):
         log_key_for(entry, keys)
@@ -149,22 +179,41 @@ def verify_logged(entry: LogEntry, keys: list[LogKey]) -> LogKey:
     return key
 
 
-def bind_signature(entry: LogEntry, payload: bytes, signature: bytes, key_pems: list[str]) -> None:
+def _verify_v2(entry: RekorV2Entry, keys: list[LogKey]) -> LogKey:
+    """A Rekor v2 entry: its checkpoint is signed by a trusted log (28) and its proof leads there (27)."""
+    from chainmail.transparency.v2 import verify_entry
+
+    try:
+        return verify_entry(entry, keys)
+    except TransparencyError as exc:
+        unknown = "signed by no trusted log key" in str(exc)
+        raise (TlogUnknownLogError if unknown else TlogInclusionError)(str(exc)) from None
+
+
+def bind_signature(entry: AnyEntry, payload: bytes, signature: bytes, key_pems: list[str]) -> None:
     """A ``hashedrekord`` entry of the payload's sha256, this signature and one of ``key_pems`` (25)."""
+    from chainmail.transparency import v2
     from chainmail.transparency.verify import check_signature_binding
 
+    if isinstance(entry, v2.RekorV2Entry):
+        _bind(entry, key_pems, lambda pem: v2.check_signature_binding(entry, payload, signature, pem))
+        return
     _bind(entry, key_pems, lambda pem: check_signature_binding(entry, hashlib.sha256(payload).hexdigest(),
                                                                signature, pem))
 
 
-def bind_envelope(entry: LogEntry, envelope: bytes, key_pems: list[str]) -> None:
+def bind_envelope(entry: AnyEntry, envelope: bytes, key_pems: list[str]) -> None:
     """A ``dsse`` entry of the envelope's payload hash and one of its signatures by one of ``key_pems`` (25)."""
+    from chainmail.transparency import v2
     from chainmail.transparency.verify import check_envelope_binding
 
+    if isinstance(entry, v2.RekorV2Entry):
+        _bind(entry, key_pems, lambda pem: v2.check_envelope_binding(entry, envelope, pem))
+        return
     _bind(entry, key_pems, lambda pem: check_envelope_binding(entry, envelope, pem))
 
 
-def _bind(entry: LogEntry, key_pems: list[str], check: Callable[[str], None]) -> None:
+def _bind(entry: AnyEntry, key_pems: list[str], check: Callable[[str], None]) -> None:
     last: TransparencyError | None = None
     for pem in key_pems:
         try:
@@ -175,9 +224,15 @@ def _bind(entry: LogEntry, key_pems: list[str], check: Callable[[str], None]) ->
     raise TlogMismatchError(f"the transparency log entry does not bind this signature: {last or 'no key'}")
 
 
-def check_certificate_time(entry: LogEntry | int, cert_pem: str) -> None:
+def check_certificate_time(entry: AnyEntry | int, cert_pem: str) -> None:
     """Keyless: the entry was integrated while the signing certificate was valid (25)."""
     from cryptography import x509
+
+    from chainmail.transparency.v2 import RekorV2Entry
+
+    if isinstance(entry, RekorV2Entry):
+        raise TlogMismatchError("a Rekor v2 entry carries no integration time, and chainmail does not check "
+                                "timestamp-authority times yet: a keyless signature cannot be verified with it")
 
     when = datetime.fromtimestamp(entry if isinstance(entry, int) else entry.integrated_time, UTC)
     try:
@@ -190,16 +245,16 @@ def check_certificate_time(entry: LogEntry | int, cert_pem: str) -> None:
                                 f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ})")
 
 
-def parse_transparency_annotation(value: str) -> tuple[str, int]:
-    """``(rekor URL, log index)`` of Chains' ``chains.tekton.dev/transparency`` value (26 when malformed)."""
+def parse_transparency_annotation(value: str) -> tuple[str, int, str]:
+    """``(rekor URL, log index, API version "1" or "2")`` of a ``chains.tekton.dev/transparency`` value
+    (Chains' ``…/api/v1/log/entries?logIndex=N``, or chainmail's ``/api/v2/`` one); 26 when malformed."""
     parts = urlsplit(value.strip())
-    marker = "/api/v1/log/entries"
+    found = re.search(r"/api/v([12])/log/entries$", parts.path)
     index = parse_qs(parts.query).get("logIndex", [""])[0]
-    if parts.scheme not in ("http", "https") or not parts.path.endswith(marker) or not re.fullmatch(r"[0-9]{1,19}",
-                                                                                                     index):
+    if parts.scheme not in ("http", "https") or not found or not re.fullmatch(r"[0-9]{1,19}", index):
         raise TlogEntryInvalidError(f"chains.tekton.dev/transparency {value[:200]!r} is not "
                                     "<rekor URL>/api/v1/log/entries?logIndex=N")
-    return f"{parts.scheme}://{parts.netloc}{parts.path[: -len(marker)]}", int(index)
+    return f"{parts.scheme}://{parts.netloc}{parts.path[: found.start()]}", int(index), found.group(1)
 
 
 @dataclass
@@ -237,19 +292,19 @@ class TlogCheck:
         with _as(TlogEntryInvalidError):
             return RekorClient(url, keys=[], retry=self.retry)
 
-    def require_signature(self, entry: LogEntry | None, payload: bytes, signature: bytes,
-                          key_pems: list[str]) -> LogEntry | None:
+    def require_signature(self, entry: AnyEntry | None, payload: bytes, signature: bytes,
+                          key_pems: list[str]) -> AnyEntry | None:
         """A raw signature over ``payload``: its entry (or one found online) verifies and binds it."""
         return self._require(entry, hashlib.sha256(payload).hexdigest(),
                              lambda e: bind_signature(e, payload, signature, key_pems))
 
-    def require_envelope(self, entry: LogEntry | None, envelope: bytes, payload: bytes,
-                         key_pems: list[str]) -> LogEntry | None:
+    def require_envelope(self, entry: AnyEntry | None, envelope: bytes, payload: bytes,
+                         key_pems: list[str]) -> AnyEntry | None:
         """A DSSE envelope (``payload`` is what it signs): its entry verifies and binds it."""
         return self._require(entry, hashlib.sha256(payload).hexdigest(),
                              lambda e: bind_envelope(e, envelope, key_pems))
 
-    def _require(self, entry: LogEntry | None, sha256: str, bind: Callable[[LogEntry], None]) -> LogEntry | None:
+    def _require(self, entry: AnyEntry | None, sha256: str, bind: Callable[[Any], None]) -> AnyEntry | None:
         if self.ignore:
             return None
         if entry is None:
@@ -270,6 +325,20 @@ class TlogCheck:
         with _as(TlogEntryInvalidError):
             check_addressed(entry, uuid=uuid, log_index=log_index, url=url)
         return entry
+
+    def fetch_v2(self, url: str, log_index: int) -> RekorV2Entry:
+        """Rekor v2 entry ``log_index``, read from the log's tiles with a proof against its current checkpoint
+        (which must verify with a trusted key: 28, else 27); unreachable is :class:`TransparencyError` (7)."""
+        from chainmail.transparency.v2_client import RekorV2Client
+
+        client = RekorV2Client(url, keys=self.log_keys(), retry=self.retry)
+        try:
+            return client.read_back(log_index)
+        except TransparencyError as exc:
+            if "unreachable" in str(exc) or "failed: HTTP" in str(exc):
+                raise
+            unknown = "signed by no trusted log key" in str(exc)
+            raise (TlogUnknownLogError if unknown else TlogInclusionError)(str(exc)) from None
 
     def lookup(self, url: str, sha256: str, bind: Callable[[LogEntry], None]) -> LogEntry:
         """Search ``url``'s index for ``sha256`` (at most :data:`MAX_LOOKUP` results, within one retry deadline
