@@ -197,10 +197,13 @@ def test_keyless_integrated_time_must_be_inside_the_certificate(signer: Any) -> 
 
 def test_transparency_annotation_is_parsed_strictly() -> None:
     assert parse_transparency_annotation("https://rekor.example/api/v1/log/entries?logIndex=42") == (
-        "https://rekor.example", 42)
+        "https://rekor.example", 42, "1")
     assert parse_transparency_annotation("http://127.0.0.1:3000/r/api/v1/log/entries?logIndex=0") == (
-        "http://127.0.0.1:3000/r", 0)
+        "http://127.0.0.1:3000/r", 0, "1")
+    assert parse_transparency_annotation("https://log2025-1.rekor.example/api/v2/log/entries?logIndex=7") == (
+        "https://log2025-1.rekor.example", 7, "2")
     for bad in ("rekor.example/api/v1/log/entries?logIndex=1", "https://rekor.example/api/v1/log/entries",
+                "https://rekor.example/api/v3/log/entries?logIndex=1", "https://rekor.example/api/v2/log?logIndex=1",
                 "https://rekor.example/api/v1/log/entries?logIndex=-1", "file:///api/v1/log/entries?logIndex=1",
                 "https://rekor.example/api/v1/log/entries?logIndex=\u00b2"):
         with pytest.raises(TlogEntryInvalidError):
