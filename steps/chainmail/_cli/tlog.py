@@ -29,7 +29,8 @@ TrustedRootOpt = Annotated[
     Path | None,
     typer.Option("--trusted-root",
                  help="The log's key: a Sigstore trusted_root.json or a PEM public key. "
-                      "Default: the public-good Sigstore root embedded in sigstore-python."),
+                      "Default: chains-config chainmail.transparency.trusted-root, else the public-good "
+                      "Sigstore root embedded in sigstore-python."),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="Output format: text or json.")]
 
@@ -40,7 +41,8 @@ def _client(config: Path | None, sets: list[str] | None, rekor_url: str | None,
     from chainmail.transparency import client_for
 
     ctx = make_context(config, None, sets).make_interactive()
-    return client_for(ctx, url=rekor_url, trusted_root=trusted_root)
+    configured = ctx.config.get("chainmail.transparency.trusted-root").strip() or None
+    return client_for(ctx, url=rekor_url, trusted_root=trusted_root or configured)
 
 
 def _check_format(fmt: str) -> None:

@@ -48,9 +48,59 @@ def _binder(items: list[Verified], keys: list[tuple[str, str]]) -> Any:
                 return
             except TlogMismatchError as exc:
                 last = exc
+        if _binds_an_image_signature(entry, items, keys):
+            return
         name = getattr(entry, "uuid", None) or f"at log index {entry.log_index}"
         raise last or TlogMismatchError(f"the transparency log entry {name} binds none of the run's signatures")
     return bind
+
+
+def _binds_an_image_signature(entry: AnyEntry, items: list[Verified], keys: list[tuple[str, str]]) -> bool:
+    """Whether ``entry`` logs a signature, by one of ``keys``, of an image the run's signed attestation names.
+
+    Chains logs the run's attestation first and its image signatures after, and the annotation keeps the
+    last entry: usually a ``hashedrekord`` of the image's simple-signing payload, which lives in the registry,
+    not on the run. That payload is rebuilt from a subject of the verified statement (signed, so the run
+    cannot choose it), and the entry's own signature must verify over it with a given key.
+    """
+    from chainmail.errors import TransparencyError, VerificationError
+    from chainmail.formats.simplesigning import simple_signing_body
+    from chainmail.signing import verify_signature
+
+    signature = _logged_signature(entry)
+    if signature is None:
+        return False
+    for item in items:
+        for subject in (item.statement or {}).get("subject") or []:
+            name = subject.get("name") if isinstance(subject, dict) else None
+            digest = (subject.get("digest") or {}).get("sha256") if isinstance(subject, dict) else None
+            if not isinstance(name, str) or not isinstance(digest, str) or len(digest) != 64:
+                continue
+            payload = simple_signing_body(name, f"sha256:{digest}")
+            for pem, _ in keys:
+                try:
+                    verify_signature(pem, signature, payload)
+                    bind_signature(entry, payload, signature, [pem])
+                except (VerificationError, TransparencyError):
+                    continue
+                return True
+    return False
+
+
+def _logged_signature(entry: AnyEntry) -> bytes | None:
+    """The signature a ``hashedrekord`` entry (v0.0.1 or v0.0.2) logs, or None."""
+    import base64
+    import binascii
+
+    from chainmail.errors import TransparencyError
+
+    try:
+        spec = entry.body_json.get("spec") or {}
+        spec = spec.get("hashedRekordV002", spec)
+        content = (spec.get("signature") or {}).get("content")
+        return base64.b64decode(content, validate=True) if isinstance(content, str) else None
+    except (TransparencyError, AttributeError, TypeError, binascii.Error, ValueError):
+        return None
 
 
 def check_run_tlog(ref: str, annotations: dict[str, Any], items: list[Verified], own: list[Verified],
