@@ -1,0 +1,144 @@
+"""The adaptive concurrency gate of ``chainmail sweep`` (``chainmail._internal.adaptive``)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from chainmail._internal.adaptive import AdaptiveLimit, LimitError
+
+
+class Pushback:
+    """A stand-in for ``http.pushback_count``: a counter the test bumps."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        return self.n
+
+
+def finish(gate: AdaptiveLimit, count: int, seconds: float) -> None:
+    """``count`` runs start and finish with the same latency."""
+    for _ in range(count):
+        gate.acquire()
+        gate.release(seconds)
+
+
+def test_grows_by_one_per_window_while_latency_holds_up_to_the_maximum() -> None:
+    gate = AdaptiveLimit(4, maximum=6, clock=lambda: 0.0)
+    finish(gate, 3, 0.1)
+    assert gate.limit == 4  # a window is `limit` runs
+    finish(gate, 1, 0.1)
+    assert gate.limit == 5
+    finish(gate, 5, 0.12)  # within 1.5 x the best window
+    assert gate.limit == 6
+    finish(gate, 30, 0.1)
+    assert gate.limit == 6 and gate.peak == 6 and gate.grown == 2
+
+
+def test_gives_a_slot_back_when_latency_rises_but_not_below_the_minimum() -> None:
+    gate = AdaptiveLimit(3, minimum=2, maximum=8, clock=lambda: 0.0)
+    finish(gate, 3, 0.1)
+    assert gate.limit == 4
+    finish(gate, 4, 0.5)  # 5 x the best window: the servers are saturated
+    assert gate.limit == 3 and gate.shrunk == 1
+    finish(gate, 3, 0.5)
+    finish(gate, 2, 0.5)
+    finish(gate, 2, 0.5)
+    assert gate.limit == 2
+    # latency back to the best: growth resumes
+    finish(gate, 2, 0.1)
+    assert gate.limit == 3
+
+
+def test_halves_at_once_on_server_pushback() -> None:
+    pushback = Pushback()
+    gate = AdaptiveLimit(4, maximum=16, pushback=pushback, clock=lambda: 0.0)
+    for _ in range(4):
+        finish(gate, gate.limit, 0.1)
+    assert gate.limit == 8
+    pushback.n += 3  # three 429/503 answers during the next run
+    finish(gate, 1, 0.1)
+    assert gate.limit == 4 and gate.halved == 1
+    finish(gate, 1, 0.1)  # no new pushback: no second halving
+    assert gate.limit == 4
+    pushback.n += 1
+    finish(gate, 1, 0.1)
+    pushback.n += 1
+    finish(gate, 1, 0.1)
+    pushback.n += 1
+    finish(gate, 1, 0.1)
+    assert gate.limit == 1 and gate.halved == 3  # 4 -> 2 -> 1, then the floor holds
+
+
+def test_fixed_mode_never_changes_the_limit() -> None:
+    pushback = Pushback()
+    gate = AdaptiveLimit(3, maximum=3, adaptive=False, pushback=pushback)
+    finish(gate, 20, 0.1)
+    pushback.n += 5
+    finish(gate, 20, 5.0)
+    assert gate.limit == 3 and gate.capacity == 3
+    assert gate.to_json() == {"mode": "fixed", "start": 3, "final": 3, "peak": 3}
+    assert gate.text() == "concurrency: fixed at 3"
+
+
+def test_report_lists_the_changes_with_their_reasons() -> None:
+    ticks = iter(range(100))
+    gate = AdaptiveLimit(2, maximum=4, clock=lambda: float(next(ticks)))
+    finish(gate, 2, 0.05)
+    report = gate.to_json()
+    assert report["mode"] == "adaptive" and report["start"] == 2 and report["final"] == 3
+    assert report["maximum"] == 4 and report["grown"] == 1
+    [change] = report["changes"]
+    assert change["limit"] == 3 and change["reason"] == "latency holds (50 ms)" and change["at"] > 0
+
+
+def test_acquire_blocks_at_the_limit_until_a_run_finishes() -> None:
+    gate = AdaptiveLimit(2, maximum=2)
+    gate.acquire()
+    gate.acquire()
+    entered = threading.Event()
+
+    def third() -> None:
+        gate.acquire()
+        entered.set()
+
+    worker = threading.Thread(target=third)
+    worker.start()
+    assert not entered.wait(0.1)
+    assert gate.in_flight == 2
+    gate.release(0.01)
+    assert entered.wait(5)
+    worker.join(5)
+    assert gate.in_flight == 2
+
+
+@pytest.mark.parametrize(("start", "minimum", "maximum", "tolerance"),
+                         [(0, 1, 4, 1.5), (5, 1, 4, 1.5), (2, 3, 4, 1.5), (2, 1, 4, 0.9)])
+def test_impossible_bounds_are_refused(start: int, minimum: int, maximum: int, tolerance: float) -> None:
+    with pytest.raises(LimitError):
+        AdaptiveLimit(start, minimum=minimum, maximum=maximum, tolerance=tolerance)
+
+
+def test_pushback_counts_429_and_5xx_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chainmail._internal import http
+
+    http.reset_request_counts()
+    for status in (200, 404, 408, 429, 500, 503):
+        http._count_pushback(status)
+    assert http.pushback_count() == 3
+    http.reset_request_counts()
+    assert http.pushback_count() == 0
+
+
+def test_cli_concurrency_values() -> None:
+    from chainmail._cli.sweep import parse_concurrency
+    from chainmail.errors import InputError
+
+    assert parse_concurrency("auto") is None and parse_concurrency(" AUTO ") is None
+    assert parse_concurrency("8") == 8
+    for bad in ("0", "65", "many"):
+        with pytest.raises(InputError):
+            parse_concurrency(bad)
