@@ -99,6 +99,8 @@ def cold_start_table(doc: dict[str, Any]) -> str:
             "sweep_empty_namespace"),
         f"| import of `chainmail._cli` | {_ms(now['import_cli_ms'])} | "
         f"{_ms(base['import_cli_ms']) if 'import_cli_ms' in base else '—'} |",
+        f"| imports of a key-file sweep to `tekton,oci` | {_ms(now['import_sweep_path_ms'])} | "
+        f"{_ms(base['import_sweep_path_ms']) if 'import_sweep_path_ms' in base else '—'} |",
         row("`python -c pass` (for scale)", "python_bare"),
     ]
     return "\n".join(lines)

@@ -51,7 +51,7 @@ def test_render_replaces_only_the_marked_blocks(table: Any, monkeypatch: pytest.
     monkeypatch.setattr(table, "_load", lambda name: floor_doc() if name == "floor.json" else {
         "date": "d", "repeats": 3, "current": {k: {"median_ms": 70.0, "min_ms": 60.0}
                                                for k in ("help", "sweep_help", "sweep_empty_namespace", "python_bare")}
-        | {"import_cli_ms": 50.0}})
+        | {"import_cli_ms": 50.0, "import_sweep_path_ms": 150.0}})
     readme = ("intro\n<!-- bench:floor -->\nstale figures\n<!-- /bench:floor -->\nmiddle\n"
               "<!-- bench:cold-start -->\n<!-- /bench:cold-start -->\nend\n")
     out = table.render(readme)
