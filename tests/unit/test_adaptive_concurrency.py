@@ -142,3 +142,28 @@ def test_cli_concurrency_values() -> None:
     for bad in ("0", "65", "many"):
         with pytest.raises(InputError):
             parse_concurrency(bad)
+
+
+def test_sweep_report_carries_the_gate() -> None:
+    from chainmail.sweep import SweepReport
+
+    report = SweepReport()
+    assert report.to_json()["concurrency"] is None
+    report.concurrency = AdaptiveLimit(4, maximum=16, clock=lambda: 0.0)
+    assert report.to_json()["concurrency"]["mode"] == "adaptive"
+    assert "concurrency: adaptive, 4 -> 4 (peak 4, max 16; grown 0, shrunk 0, halved 0)" in report.text()
+
+
+def test_sweeper_builds_a_fixed_or_adaptive_gate() -> None:
+    from chainmail.sweep import Sweeper, SweepOptions
+
+    class Ctx:
+        kube = None
+        key = None
+        config = type("Config", (), {"int": staticmethod(lambda key: 3)})()
+
+    fixed = Sweeper(Ctx(), SweepOptions(concurrency=3))  # type: ignore[arg-type]
+    assert (fixed.limit.adaptive, fixed.limit.capacity) == (False, 3)
+    grown = Sweeper(Ctx(), SweepOptions(concurrency=4, adaptive=True, max_concurrency=12))  # type: ignore[arg-type]
+    assert (grown.limit.adaptive, grown.limit.limit, grown.limit.capacity) == (True, 4, 12)
+    assert grown.report.concurrency is grown.limit
