@@ -27,7 +27,7 @@ def finish(gate: AdaptiveLimit, count: int, seconds: float) -> None:
 
 
 def test_grows_by_one_per_window_while_latency_holds_up_to_the_maximum() -> None:
-    gate = AdaptiveLimit(4, maximum=6, clock=lambda: 0.0)
+    gate = AdaptiveLimit(4, maximum=6, slow_start=False, clock=lambda: 0.0)
     finish(gate, 3, 0.1)
     assert gate.limit == 4  # a window is `limit` runs
     finish(gate, 1, 0.1)
@@ -39,7 +39,7 @@ def test_grows_by_one_per_window_while_latency_holds_up_to_the_maximum() -> None
 
 
 def test_gives_a_slot_back_when_latency_rises_but_not_below_the_minimum() -> None:
-    gate = AdaptiveLimit(3, minimum=2, maximum=8, clock=lambda: 0.0)
+    gate = AdaptiveLimit(3, minimum=2, maximum=8, slow_start=False, clock=lambda: 0.0)
     finish(gate, 3, 0.1)
     assert gate.limit == 4
     finish(gate, 4, 0.5)  # 5 x the best window: the servers are saturated
@@ -55,7 +55,7 @@ def test_gives_a_slot_back_when_latency_rises_but_not_below_the_minimum() -> Non
 
 def test_halves_at_once_on_server_pushback() -> None:
     pushback = Pushback()
-    gate = AdaptiveLimit(4, maximum=16, pushback=pushback, clock=lambda: 0.0)
+    gate = AdaptiveLimit(4, maximum=16, pushback=pushback, slow_start=False, clock=lambda: 0.0)
     for _ in range(4):
         finish(gate, gate.limit, 0.1)
     assert gate.limit == 8
@@ -73,6 +73,35 @@ def test_halves_at_once_on_server_pushback() -> None:
     assert gate.limit == 1 and gate.halved == 3  # 4 -> 2 -> 1, then the floor holds
 
 
+def test_slow_start_grows_by_half_then_goes_back_to_the_last_limit_that_held() -> None:
+    gate = AdaptiveLimit(4, maximum=16, clock=lambda: 0.0)
+    limits = []
+    for _ in range(3):
+        finish(gate, gate.limit, 0.1)
+        limits.append(gate.limit)
+    assert limits == [6, 9, 13]
+    finish(gate, 13, 0.4)  # 13 in flight was too many
+    assert gate.limit == 9 and not gate.slow_start
+    finish(gate, 9, 0.1)  # from now on, one at a time
+    assert gate.limit == 10
+    finish(gate, 10, 0.1)
+    assert gate.limit == 11
+
+
+def test_slow_start_stops_at_the_maximum_and_on_pushback() -> None:
+    gate = AdaptiveLimit(4, maximum=7, clock=lambda: 0.0)
+    finish(gate, 4, 0.1)
+    finish(gate, 6, 0.1)
+    assert gate.limit == 7
+    pushback = Pushback()
+    gate = AdaptiveLimit(4, maximum=16, pushback=pushback, clock=lambda: 0.0)
+    pushback.n = 1
+    finish(gate, 1, 0.1)
+    assert gate.limit == 2 and not gate.slow_start
+    finish(gate, 2, 0.1)
+    assert gate.limit == 3
+
+
 def test_fixed_mode_never_changes_the_limit() -> None:
     pushback = Pushback()
     gate = AdaptiveLimit(3, maximum=3, adaptive=False, pushback=pushback)
@@ -86,7 +115,7 @@ def test_fixed_mode_never_changes_the_limit() -> None:
 
 def test_report_lists_the_changes_with_their_reasons() -> None:
     ticks = iter(range(100))
-    gate = AdaptiveLimit(2, maximum=4, clock=lambda: float(next(ticks)))
+    gate = AdaptiveLimit(2, maximum=4, slow_start=False, clock=lambda: float(next(ticks)))
     finish(gate, 2, 0.05)
     report = gate.to_json()
     assert report["mode"] == "adaptive" and report["start"] == 2 and report["final"] == 3

@@ -4,8 +4,11 @@
 looks at completed runs in windows of ``limit`` runs:
 
 - a window whose mean run latency stays within ``tolerance`` × the best window mean seen so far
-  ("latency holds": the servers absorbed the extra work) grows the limit by one, up to ``maximum``;
-- a window slower than that gives one slot back (never below ``minimum``);
+  ("latency holds": the servers absorbed the extra work) grows the limit, up to ``maximum``: by half
+  of itself until latency first rises or a server pushes back ("slow start", as TCP does it: a
+  100-run backlog would be half drained before +1 steps got anywhere), by one after that;
+- a window slower than that gives one slot back (never below ``minimum``); the first slow window
+  after slow start goes back to the last limit whose window held;
 - pushback from a server (an HTTP 429 or 5xx answer anywhere in the process, counted by
   :func:`chainmail._internal.http.pushback_count`) halves the limit at once.
 
@@ -49,7 +52,7 @@ class AdaptiveLimit:
     """A concurrency gate whose limit follows run latency and server pushback (see the module doc)."""
 
     def __init__(self, start: int = DEFAULT_START, *, minimum: int = 1, maximum: int = DEFAULT_MAXIMUM,
-                 adaptive: bool = True, tolerance: float = DEFAULT_TOLERANCE,
+                 adaptive: bool = True, tolerance: float = DEFAULT_TOLERANCE, slow_start: bool = True,
                  pushback: Callable[[], int] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 1 <= minimum <= start <= maximum:
@@ -59,6 +62,8 @@ class AdaptiveLimit:
         self.start, self.minimum, self.maximum = start, minimum, maximum
         self.adaptive = adaptive
         self.tolerance = tolerance
+        #: Grow by half the limit per window until the first sign of saturation.
+        self.slow_start = slow_start
         self._pushback = pushback or (lambda: 0)
         self._clock = clock
         self._began = clock()
@@ -71,6 +76,8 @@ class AdaptiveLimit:
         self.best: float | None = None
         self.history: list[Change] = []
         self._window: list[float] = []
+        #: The last limit whose window held (where a slow start that overshot goes back to).
+        self._held = start
         self._seen_pushback = self._pushback()
 
     @property
@@ -99,6 +106,7 @@ class AdaptiveLimit:
         if now > self._seen_pushback:
             self._seen_pushback = now
             self._window.clear()
+            self.slow_start = False
             if self.limit > self.minimum:
                 self.halved += 1
                 self._set(max(self.minimum, self.limit // 2), "server pushback (HTTP 429/5xx)")
@@ -110,12 +118,17 @@ class AdaptiveLimit:
         self._window.clear()
         self.best = mean if self.best is None else min(self.best, mean)
         if mean <= self.best * self.tolerance:
+            self._held = self.limit
             if self.limit < self.maximum:
                 self.grown += 1
-                self._set(self.limit + 1, f"latency holds ({mean * 1000:.0f} ms)")
-        elif self.limit > self.minimum:
+                step = max(1, self.limit // 2) if self.slow_start else 1
+                self._set(min(self.maximum, self.limit + step), f"latency holds ({mean * 1000:.0f} ms)")
+            return
+        overshot, self.slow_start = self.slow_start, False
+        if self.limit > self.minimum:
             self.shrunk += 1
-            self._set(self.limit - 1, f"latency rose ({mean * 1000:.0f} ms, best {self.best * 1000:.0f} ms)")
+            back = max(self.minimum, min(self._held, self.limit - 1)) if overshot else self.limit - 1
+            self._set(back, f"latency rose ({mean * 1000:.0f} ms, best {self.best * 1000:.0f} ms)")
 
     def _set(self, limit: int, reason: str) -> None:
         self.limit = limit
