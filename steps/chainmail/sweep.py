@@ -418,12 +418,15 @@ class Sweeper:
         return self.report
 
     def _timed(self, obj: dict[str, Any]) -> str:
-        """:meth:`process` one run and hand its latency to the concurrency gate."""
+        """:meth:`process` one run and hand its latency to the concurrency gate (signed runs only: a skip
+        or an early failure is quick whatever the servers' load, and would skew the gate's baseline)."""
         started = time.monotonic()
+        outcome = ""
         try:
-            return self.process(obj)
+            outcome = self.process(obj)
+            return outcome
         finally:
-            self.limit.release(time.monotonic() - started)
+            self.limit.release(time.monotonic() - started if outcome == "signed" else None)
 
     def _phase(self, objects: Iterable[dict[str, Any]], kind: str, budget: list[int]) -> None:
         with ThreadPoolExecutor(max_workers=self.limit.capacity, thread_name_prefix="sweep") as pool:

@@ -196,3 +196,13 @@ def test_sweeper_builds_a_fixed_or_adaptive_gate() -> None:
     grown = Sweeper(Ctx(), SweepOptions(concurrency=4, adaptive=True, max_concurrency=12))  # type: ignore[arg-type]
     assert (grown.limit.adaptive, grown.limit.limit, grown.limit.capacity) == (True, 4, 12)
     assert grown.report.concurrency is grown.limit
+
+
+def test_runs_without_a_latency_free_their_slot_but_do_not_count() -> None:
+    gate = AdaptiveLimit(2, maximum=8, slow_start=False, clock=lambda: 0.0)
+    for _ in range(10):
+        gate.acquire()
+        gate.release(None)  # skipped runs: instant, and no sample
+    assert gate.limit == 2 and gate.in_flight == 0 and gate.best is None
+    finish(gate, 2, 0.2)
+    assert gate.limit == 3 and gate.best == 0.2

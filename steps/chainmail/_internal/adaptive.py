@@ -92,8 +92,9 @@ class AdaptiveLimit:
                 self._cond.wait()
             self.in_flight += 1
 
-    def release(self, seconds: float) -> None:
-        """One run finished after ``seconds``; adapt the limit and wake the dispatcher."""
+    def release(self, seconds: float | None) -> None:
+        """One run finished after ``seconds`` (None: it did no signing work, e.g. it was skipped, so its
+        latency says nothing about the servers); adapt the limit and wake the dispatcher."""
         with self._cond:
             self.in_flight -= 1
             self.completed += 1
@@ -101,7 +102,7 @@ class AdaptiveLimit:
                 self._adapt(seconds)
             self._cond.notify_all()
 
-    def _adapt(self, seconds: float) -> None:
+    def _adapt(self, seconds: float | None) -> None:
         now = self._pushback()
         if now > self._seen_pushback:
             self._seen_pushback = now
@@ -110,6 +111,8 @@ class AdaptiveLimit:
             if self.limit > self.minimum:
                 self.halved += 1
                 self._set(max(self.minimum, self.limit // 2), "server pushback (HTTP 429/5xx)")
+            return
+        if seconds is None:
             return
         self._window.append(seconds)
         if len(self._window) < self.limit:
