@@ -55,3 +55,22 @@ def test_payloads_sharing_a_tag_or_alone_keep_the_sequential_path() -> None:
     assert shared._store_concurrently(["att1", "att2"]) is None  # type: ignore[arg-type]
     assert shared.threads == {}
     assert Probe({"sig": ["sha256-a.sig"]})._store_concurrently(["sig"]) is None  # type: ignore[arg-type]
+
+
+class Heads:
+    """A registry client whose tag HEADs only pass once ``meet`` of them are in flight together."""
+
+    def __init__(self, meet: int) -> None:
+        self.meeting = threading.Barrier(meet, timeout=5)
+
+    def head_manifest(self, ref: Reference) -> tuple[str, str, int]:
+        self.meeting.wait()
+        return (f"sha256:{ref.tag}", "application/vnd.oci.image.manifest.v1+json", 1)
+
+
+def test_settle_reads_every_written_tag_back_at_once() -> None:
+    from chainmail.storage.oci import Written, settle
+
+    writes = [Written(REPO, tag, f"sha256:{tag}", False, latency=0.001) for tag in ("a.sig", "a.att", "b.att")]
+    final = settle(Heads(3), writes)  # type: ignore[arg-type]
+    assert final == writes  # every tag still holds our write: nothing to redo

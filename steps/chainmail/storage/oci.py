@@ -406,15 +406,22 @@ def update_index(client: RegistryClient, repo: Reference, tag: str, entry: dict[
     return written
 
 
+def _read_back(client: RegistryClient, tags: list[Reference]) -> list[tuple[str, str, int] | None]:
+    """HEAD every tag, at the same time (the first in this thread, the others on the writer pool)."""
+    futures = [_writer_pool().submit(client.head_manifest, tag) for tag in tags[1:]]
+    first = client.head_manifest(tags[0]) if tags else None
+    return [first, *(f.result() for f in futures)] if tags else []
+
+
 def settle(client: RegistryClient, writes: list[Written]) -> list[Written]:
     """Check our tag writes again a moment later; write back anything a concurrent writer dropped.
 
     The registry has no compare-and-swap: a writer in another process that read the tag before
     our PUT can still overwrite it after. So, once per store, read each tag back (HEAD) a few
-    times the slowest PUT's latency after its own write (at least ``SETTLE_MIN``, at most
-    ``SETTLE_MAX`` seconds; time already spent on later writes counts: the earliest write is
-    checked first, while the later ones' waits run), and re-add our item where it is gone; repeat
-    for re-added items, up to ``SETTLE_ROUNDS`` rounds. Returns the final record of every write.
+    times the slowest PUT's latency after the last write (at least ``SETTLE_MIN``, at most
+    ``SETTLE_MAX`` seconds, so every write waits at least that long), all tags at once, and re-add
+    our item where it is gone; repeat for re-added items, up to ``SETTLE_ROUNDS`` rounds. Returns
+    the final record of every write.
     """
     final = list(writes)
     pending = [(i, w) for i, w in enumerate(writes) if not w.existed]
@@ -422,13 +429,13 @@ def settle(client: RegistryClient, writes: list[Written]) -> list[Written]:
         if not pending:
             break
         wait = min(SETTLE_MAX, max(SETTLE_MIN, SETTLE_FACTOR * max(w.latency for _, w in pending)))
+        delay = max(w.at for _, w in pending) + wait - time.monotonic()
+        if delay > 0:  # every write is checked at least `wait` after it finished
+            time.sleep(delay)
+        heads = _read_back(client, [w.repo.with_tag(w.tag) for _, w in pending])
         watch: list[tuple[int, Written]] = []
-        for i, w in sorted(pending, key=lambda item: item[1].at):
-            delay = w.at + wait - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        for (i, w), head in zip(pending, heads, strict=True):
             tag_ref = w.repo.with_tag(w.tag)
-            head = client.head_manifest(tag_ref)
             if head is not None and head[0] == w.digest:
                 continue
             got = client.get_manifest(tag_ref)
