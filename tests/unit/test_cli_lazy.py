@@ -31,8 +31,9 @@ def test_the_table_names_every_command_with_its_own_help_line() -> None:
 def test_a_command_is_built_alone() -> None:
     group = typer.main.get_command(_cli.app_for(["sweep", "-n", "x"]))
     assert sorted(group.list_commands(None)) == ["finally", "sweep"]  # type: ignore[attr-defined]
-    group = typer.main.get_command(_cli.app_for(["--help"]))
-    assert list(group.list_commands(None)) == list(_cli.COMMANDS)  # type: ignore[attr-defined]
+    for argv in (["--help"], [], ["--help", "sweep"]):
+        group = typer.main.get_command(_cli.app_for(argv))
+        assert list(group.list_commands(None)) == list(_cli.COMMANDS), argv  # type: ignore[attr-defined]
     # an unknown name gets the full CLI, so the usage error can list what exists
     group = typer.main.get_command(_cli.app_for(["no-such-command"]))
     assert len(group.list_commands(None)) == len(_cli.COMMANDS)  # type: ignore[attr-defined]

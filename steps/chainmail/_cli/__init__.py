@@ -106,8 +106,10 @@ def __getattr__(name: str) -> Any:
 
 
 def _command_name(argv: list[str]) -> str | None:
-    """The sub-command ``argv`` names (the root takes no options but ``--help``), or None."""
+    """The sub-command ``argv`` names, or None (none, or ``--help`` first: the root's own help)."""
     for arg in argv:
+        if arg == "--help":
+            return None
         if not arg.startswith("-"):
             return arg
     return None
