@@ -95,7 +95,7 @@ def cold_start_table(doc: dict[str, Any]) -> str:
         "|---|---|---|",
         row("`chainmail --help`", "help"),
         row("`chainmail sweep --help`", "sweep_help"),
-        row("`chainmail sweep` of an empty namespace (imports, key decryption, one LIST)",
+        row("`chainmail sweep` of an empty namespace (imports, key decryption, two empty LISTs)",
             "sweep_empty_namespace"),
         f"| import of `chainmail._cli` | {_ms(now['import_cli_ms'])} | "
         f"{_ms(base['import_cli_ms']) if 'import_cli_ms' in base else '—'} |",

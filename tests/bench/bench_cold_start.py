@@ -4,7 +4,7 @@ Measured, each as the median (and minimum) of :data:`REPEATS` fresh processes:
 
 - ``chainmail --help`` and ``chainmail sweep --help`` (wall, from exec to exit);
 - ``chainmail sweep`` of an empty namespace against the API double (exec, imports, key decryption,
-  one LIST, report), the fixed cost a backlog drain pays once;
+  two empty LISTs, report), the fixed cost a backlog drain pays once;
 - the import time of ``chainmail._cli`` (``python -X importtime``, cumulative), and of everything a
   key-file sweep to ``tekton,oci`` imports (:data:`SWEEP_PATH`: the modules it touches, each package
   ``__init__`` pulling in what it pulls in).
