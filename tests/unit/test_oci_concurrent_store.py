@@ -74,3 +74,23 @@ def test_settle_reads_every_written_tag_back_at_once() -> None:
     writes = [Written(REPO, tag, f"sha256:{tag}", False, latency=0.001) for tag in ("a.sig", "a.att", "b.att")]
     final = settle(Heads(3), writes)  # type: ignore[arg-type]
     assert final == writes  # every tag still holds our write: nothing to redo
+
+
+def test_a_forked_child_gets_its_own_writer_threads() -> None:
+    import os
+
+    from chainmail.storage import oci
+
+    assert oci._writer_pool().submit(lambda: 1).result(timeout=5) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            ok = oci._writer_pool().submit(lambda: 2).result(timeout=5) == 2
+            os.write(write, b"ok" if ok else b"no")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as fh:
+        assert fh.read() == b"ok"

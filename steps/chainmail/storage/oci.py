@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -98,16 +99,17 @@ _locks_guard = threading.Lock()
 _clients_guard = threading.Lock()
 #: Threads that write a run's further tags while its own thread writes the first (keep-alive sessions persist).
 WRITER_THREADS = 16
-_writers: ThreadPoolExecutor | None = None
+_writers: tuple[int, ThreadPoolExecutor] | None = None
 _writers_guard = threading.Lock()
 
 
 def _writer_pool() -> ThreadPoolExecutor:
+    """The process's writer threads (made again in a forked child, which has none of its parent's)."""
     global _writers
     with _writers_guard:
-        if _writers is None:
-            _writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="oci-write")
-        return _writers
+        if _writers is None or _writers[0] != os.getpid():
+            _writers = (os.getpid(), ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="oci-write"))
+        return _writers[1]
 
 
 # -- byte-exact documents ---------------------------------------------------------------------------
