@@ -65,8 +65,9 @@ test-fast: $(VENV)/.test-deps ## tests only, no installs
 lint: $(VENV)/.test-deps ## ruff
 	$(BIN)/ruff check steps tests tasks bench
 
-bench: $(VENV)/.test-deps system-deps ## benchmarks; results in bench/results/
+bench: $(VENV)/.test-deps system-deps ## benchmarks; results in bench/results/, then README's performance tables
 	$(BIN)/pytest -q -m bench tests/bench -p no:cacheprovider -o addopts=""
+	$(BIN)/python bench/readme_table.py
 
 images: ## build the step image (needs docker or podman)
 	$${CONTAINER_ENGINE:-docker} build -f images/chainmail/Containerfile -t chainmail:dev .

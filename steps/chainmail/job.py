@@ -150,6 +150,8 @@ def annotate_transparency(signed: list[SignedPayload], session: StoreSession, ct
 
     Written with ``signed`` whatever the storage backends, as Chains does; the last entry wins.
     """
+    if all(item.tlog is None for item in signed):
+        return  # nothing was logged: the transparency modules stay unimported
     from chainmail import annotations
     from chainmail.transparency import LogEntry, transparency_annotation
 

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chainmail import annotations as ann
-from chainmail._internal.http import request_counts
+from chainmail._internal.adaptive import DEFAULT_MAXIMUM, AdaptiveLimit
+from chainmail._internal.http import pushback_count, request_counts
 from chainmail.errors import ClusterError, ConfigError, Error, InputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -137,7 +138,12 @@ class SweepOptions:
     namespace: str | None = None
     #: Only runs that finished in the last this-many seconds.
     since: float | None = None
+    #: Runs in flight: fixed, or where adaptive concurrency starts.
     concurrency: int = 4
+    #: Grow the concurrency while run latency holds, halve it on HTTP 429/5xx (see ``_internal.adaptive``).
+    adaptive: bool = False
+    #: Adaptive concurrency's ceiling.
+    max_concurrency: int = DEFAULT_MAXIMUM
     retry_failed: bool = False
     #: Stop after attempting this many runs.
     max_runs: int | None = None
@@ -158,6 +164,8 @@ class SweepReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seen: int = 0
     seconds: float = 0.0
+    #: The concurrency gate the sweep used (its figures go in the report).
+    concurrency: AdaptiveLimit | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_signed(self) -> None:
@@ -180,6 +188,7 @@ class SweepReport:
             "failed": [{"run": run, "reason": reason} for run, reason in sorted(self.failed)],
             "seen": self.seen,
             "seconds": round(self.seconds, 3),
+            "concurrency": self.concurrency.to_json() if self.concurrency else None,
             # requests sent by this process, by host and method (retries and redirects included)
             "httpRequests": request_counts(),
         }
@@ -188,6 +197,8 @@ class SweepReport:
         skipped = sum(self.skipped.values())
         lines = [f"sweep: {self.signed} signed, {skipped} skipped, {len(self.failed)} failed "
                  f"({self.seen} runs seen in {self.seconds:.1f}s)"]
+        if self.concurrency is not None:
+            lines.append(f"  {self.concurrency.text()}")
         for reason, count in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  skipped {count}: {reason}")
         for run, reason in sorted(self.failed):
@@ -292,6 +303,11 @@ class Sweeper:
         self._contexts: dict[str | None, Context] = {ctx.key: ctx}
         self._ctx_lock = threading.Lock()
         self._cutoff = time.time() - self.options.since if self.options.since else None
+        opts = self.options
+        start = max(1, opts.concurrency)
+        self.limit = AdaptiveLimit(start, maximum=max(start, opts.max_concurrency), adaptive=opts.adaptive,
+                                   pushback=pushback_count)
+        self.report.concurrency = self.limit
 
     # -------------------------------------------------------------- selection
 
@@ -424,10 +440,19 @@ class Sweeper:
         for namespace in sorted(self.namespaces):
             yield from listing(self.kube, _PLURAL[kind], namespace, page=self.options.page)
 
+    def _timed(self, obj: dict[str, Any]) -> str:
+        """:meth:`process` one run and hand its latency to the concurrency gate (signed runs only: a skip
+        or an early failure is quick whatever the servers' load, and would skew the gate's baseline)."""
+        started = time.monotonic()
+        outcome = ""
+        try:
+            outcome = self.process(obj)
+            return outcome
+        finally:
+            self.limit.release(time.monotonic() - started if outcome == "signed" else None)
+
     def _phase(self, objects: Iterable[dict[str, Any]], kind: str, budget: list[int]) -> None:
-        workers = max(1, self.options.concurrency)
-        slots = threading.BoundedSemaphore(workers * 2)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
+        with ThreadPoolExecutor(max_workers=self.limit.capacity, thread_name_prefix="sweep") as pool:
             for obj in objects:
                 self.report.seen += 1
                 obj.setdefault("kind", kind)
@@ -439,9 +464,8 @@ class Sweeper:
                     self.report.add_skipped("over --max-runs")
                     continue
                 budget[0] -= 1
-                slots.acquire()
-                future = pool.submit(self.process, obj)
-                future.add_done_callback(lambda _f: slots.release())
+                self.limit.acquire()
+                pool.submit(self._timed, obj)
 
 
 def listing(kube: KubeClient, plural: str, namespace: str | None, *, page: int) -> Iterator[dict[str, Any]]:

@@ -33,6 +33,22 @@ def _check_output(output: str) -> None:
         raise InputError(f"--output '{output}': expected text or json")
 
 
+def parse_concurrency(text: str) -> int | None:
+    """``-j``: ``auto`` (None: adaptive) or a fixed number of runs in flight, 1 to 64."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    from chainmail.errors import InputError
+
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(f"--concurrency '{text}': expected auto or a number from 1 to 64") from None
+    if not 1 <= number <= 64:
+        raise InputError(f"--concurrency {number}: expected auto or a number from 1 to 64")
+    return number
+
+
 def register(app: typer.Typer) -> None:
     """Add sweep and finally to the root app."""
 
@@ -48,8 +64,14 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--since",
                                      help="Only runs that finished within this long, e.g. 30m, 6h, 2d.")
         ] = None,
-        concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, max=64,
-                                                 help="Runs signed in parallel.")] = 4,
+        concurrency: Annotated[
+            str, typer.Option("--concurrency", "-j",
+                              help="Runs signed in parallel: a number (1-64), or auto to start at 4 and grow "
+                                   "while run latency holds (up to --max-concurrency), halving on HTTP 429/5xx.")
+        ] = "auto",
+        max_concurrency: Annotated[
+            int, typer.Option("--max-concurrency", min=1, max=64, help="Ceiling for -j auto.")
+        ] = 16,
         retry_failed: Annotated[
             bool, typer.Option("--retry-failed",
                                help="Also retry runs marked signed=failed, while chains.tekton.dev/retries "
@@ -77,6 +99,7 @@ def register(app: typer.Typer) -> None:
         from chainmail.job import preload_signers
 
         _check_output(output)
+        fixed = parse_concurrency(concurrency)
         if namespace and all_namespaces:
             raise InputError("give either --namespace or --all-namespaces, not both")
         ctx = make_context(config, configmap, set_, kubeconfig=kubeconfig, key=key,
@@ -89,7 +112,9 @@ def register(app: typer.Typer) -> None:
         options = SweepOptions(
             namespace=None if all_namespaces else (namespace or ctx.kube.namespace),
             since=parse_duration(since) if since else None,
-            concurrency=concurrency,
+            concurrency=fixed or min(4, max_concurrency),
+            adaptive=fixed is None,
+            max_concurrency=max_concurrency,
             retry_failed=retry_failed,
             max_runs=max_runs,
             namespace_keys=keys,

@@ -126,8 +126,27 @@ def request_counts() -> dict[str, dict[str, int]]:
 
 def reset_request_counts() -> None:
     """Start counting from zero (tests and benchmarks)."""
+    global _pushback
     with _counts_lock:
         _counts.clear()
+        _pushback = 0
+
+
+#: Answers that told this process to slow down (HTTP 429 or 5xx), for adaptive concurrency.
+_pushback = 0
+
+
+def _count_pushback(status: int) -> None:
+    global _pushback
+    if status == 429 or status >= 500:
+        with _counts_lock:
+            _pushback += 1
+
+
+def pushback_count() -> int:
+    """HTTP 429 and 5xx answers received by this process so far (each retried attempt counts)."""
+    with _counts_lock:
+        return _pushback
 
 
 # -- the watchdog ---------------------------------------------------------------------------------
@@ -403,6 +422,7 @@ def request(method: str, url: str, *, policy: RetryPolicy | None = None, max_byt
         if resp is not None:
             if resp.status_code not in RETRY_STATUSES:
                 return resp
+            _count_pushback(resp.status_code)
             problem = f"{method} {_safe(url)}: HTTP {resp.status_code}"
             wait = _retry_after(resp)
         if wait is None:

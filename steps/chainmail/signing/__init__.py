@@ -23,29 +23,24 @@ every signature (:func:`require_transparency_for_keyless`).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
 import threading
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Literal
 
 from chainmail.errors import ConfigError, KeyMaterialError
 from chainmail.models import Payload, SignedPayload
-from chainmail.signing._awskms import AWSKMSSigner
-from chainmail.signing._azurekms import AzureKMSSigner
 from chainmail.signing._file import (
-    FileSigner,
-    K8sSigner,
     KeyMaterial,
     canonical_file_uri,
     file_path,
     load_file,
     public_key_from_material,
 )
-from chainmail.signing._fulcio import KEYLESS_SCHEMES, FulcioSigner
-from chainmail.signing._gcpkms import GCPKMSSigner
-from chainmail.signing._hashivault import HashiVaultSigner
-from chainmail.signing._signer import KeySigner, Signer
+from chainmail.signing._signer import KEYLESS_SCHEMES, KeySigner, Signer
 from chainmail.signing.keys import public_key_pem, verify_signature
 
 if TYPE_CHECKING:
@@ -66,16 +61,44 @@ __all__ = [
 
 log = logging.getLogger("chainmail.signing")
 
+
+class _Signers(Mapping[str, "type[Signer]"]):
+    """URI scheme → signer class; a class's module is imported the first time its scheme is looked up.
+
+    A sweep with a key file never imports the KMS clients or the keyless (Fulcio, OIDC) code.
+    """
+
+    def __init__(self, classes: dict[str, tuple[str, str]]) -> None:
+        self._where = classes
+        self._loaded: dict[str, type[Signer]] = {}
+
+    def __getitem__(self, scheme: str) -> type[Signer]:
+        cls = self._loaded.get(scheme)
+        if cls is None:
+            module, name = self._where[scheme]
+            cls = self._loaded[scheme] = getattr(importlib.import_module(module), name)
+        return cls
+
+    def __contains__(self, scheme: object) -> bool:
+        return scheme in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
 #: URI scheme → signer class. The only registry of signers; add an entry to add one.
-SIGNER_FOR_URI_SCHEME: dict[str, type[Signer]] = {
-    FileSigner.SCHEME: FileSigner,
-    K8sSigner.SCHEME: K8sSigner,
-    AWSKMSSigner.SCHEME: AWSKMSSigner,
-    HashiVaultSigner.SCHEME: HashiVaultSigner,
-    GCPKMSSigner.SCHEME: GCPKMSSigner,
-    AzureKMSSigner.SCHEME: AzureKMSSigner,
-    FulcioSigner.SCHEME: FulcioSigner,
-}
+SIGNER_FOR_URI_SCHEME: Mapping[str, type[Signer]] = _Signers({
+    "file": ("chainmail.signing._file", "FileSigner"),
+    "k8s": ("chainmail.signing._file", "K8sSigner"),
+    "awskms": ("chainmail.signing._awskms", "AWSKMSSigner"),
+    "hashivault": ("chainmail.signing._hashivault", "HashiVaultSigner"),
+    "gcpkms": ("chainmail.signing._gcpkms", "GCPKMSSigner"),
+    "azurekms": ("chainmail.signing._azurekms", "AzureKMSSigner"),
+    "fulcio": ("chainmail.signing._fulcio", "FulcioSigner"),
+})
 
 #: Where Chains mounts its ``signing-secrets`` Secret; ``$CHAINMAIL_SIGNING_SECRETS`` overrides it.
 DEFAULT_SIGNING_SECRETS = "/etc/signing-secrets"

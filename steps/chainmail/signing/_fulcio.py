@@ -50,7 +50,6 @@ EMAIL_ISSUERS = frozenset({"https://accounts.google.com", "https://oauth2.sigsto
 SIGNING_CERT_PATH = "/api/v2/signingCert"
 DEFAULT_TUF_MIRROR = "https://tuf-repo-cdn.sigstore.dev"
 #: URI schemes that select keyless signing in ``--key``.
-KEYLESS_SCHEMES = ("fulcio",)
 MAX_RESPONSE_BYTES = 1024 * 1024
 
 

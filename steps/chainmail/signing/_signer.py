@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from chainmail.errors import ConfigError, KeyMaterialError, SigningError
 
+#: Key URI schemes that sign keyless (an ephemeral key certified by Fulcio).
+KEYLESS_SCHEMES = ("fulcio",)
+
 if TYPE_CHECKING:
     from chainmail.context import Context
 

@@ -47,17 +47,28 @@ class Backend(ABC):
         """Store every payload in ``signed``; raise :class:`StorageError` naming what failed."""
 
 
-def _backends() -> dict[str, type[Backend]]:
-    from chainmail.storage.archivista import ArchivistaBackend
-    from chainmail.storage.docdb import DocdbBackend
-    from chainmail.storage.file import FileBackend
-    from chainmail.storage.gcs import GcsBackend
-    from chainmail.storage.grafeas import GrafeasBackend
-    from chainmail.storage.oci import OciBackend
-    from chainmail.storage.tekton import TektonBackend
+#: Backend name → (module, class): a backend's module is imported only when a payload is stored there.
+BACKENDS: dict[str, tuple[str, str]] = {
+    "tekton": ("chainmail.storage.tekton", "TektonBackend"),
+    "oci": ("chainmail.storage.oci", "OciBackend"),
+    "file": ("chainmail.storage.file", "FileBackend"),
+    "gcs": ("chainmail.storage.gcs", "GcsBackend"),
+    "docdb": ("chainmail.storage.docdb", "DocdbBackend"),
+    "archivista": ("chainmail.storage.archivista", "ArchivistaBackend"),
+    "grafeas": ("chainmail.storage.grafeas", "GrafeasBackend"),
+}
 
-    return {b.NAME: b for b in (TektonBackend, OciBackend, FileBackend, GcsBackend, DocdbBackend, ArchivistaBackend,
-                                GrafeasBackend)}
+
+def _backends(names: Iterable[str] | None = None) -> dict[str, type[Backend]]:
+    """The backend classes for ``names`` (default: all) that exist, importing only their modules."""
+    import importlib
+
+    wanted = BACKENDS if names is None else [n for n in dict.fromkeys(names) if n in BACKENDS]
+    out: dict[str, type[Backend]] = {}
+    for name in wanted:
+        module, cls = BACKENDS[name]
+        out[name] = getattr(importlib.import_module(module), cls)
+    return out
 
 
 #: Names Chains accepts that chainmail does not implement; configuring one is a clear error.
@@ -75,7 +86,7 @@ def backend_names(signed: Iterable[SignedPayload], ctx: Context) -> dict[str, li
                     "chainmail (see docs/storage-backends.md)"
                 )
             groups.setdefault(name, []).append(item)
-    backends = _backends()
+    backends = _backends(groups)
     for name in groups:
         if name in backends:
             backends[name].preflight(ctx)  # a bad setting is a ConfigError before anything is written
@@ -236,7 +247,7 @@ def store_all(signed: list[SignedPayload], session: StoreSession, *, check: bool
     if check:
         check_signatures(signed, keys)
     groups = backend_names(signed, session.ctx)
-    registry = _backends()
+    registry = _backends(groups)
     refs: list[StoredRef] = []
     failures: list[str] = []
     last: Error | None = None

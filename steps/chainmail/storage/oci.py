@@ -29,6 +29,9 @@ This narrows the lost-update window to "another writer stalled for longer than t
 last read and its PUT"; it cannot close it without server support. The read-back is kept even for a tag
 this process created from nothing: two writers that both found the tag missing both PUT a one-layer
 manifest, and only the loser's read-back notices that its layer is gone.
+
+A run's payloads that write disjoint tags (its image's ``.sig`` and ``.att``) are written at the same
+time, on a small pool of writer threads; payloads that share a tag are written in turn, in order.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +97,19 @@ _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 #: Held while the registry client for a service account is made (see :meth:`OciBackend.client`).
 _clients_guard = threading.Lock()
+#: Threads that write a run's further tags while its own thread writes the first (keep-alive sessions persist).
+WRITER_THREADS = 16
+_writers: tuple[int, ThreadPoolExecutor] | None = None
+_writers_guard = threading.Lock()
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    """The process's writer threads (made again in a forked child, which has none of its parent's)."""
+    global _writers
+    with _writers_guard:
+        if _writers is None or _writers[0] != os.getpid():
+            _writers = (os.getpid(), ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="oci-write"))
+        return _writers[1]
 
 
 # -- byte-exact documents ---------------------------------------------------------------------------
@@ -392,15 +410,22 @@ def update_index(client: RegistryClient, repo: Reference, tag: str, entry: dict[
     return written
 
 
+def _read_back(client: RegistryClient, tags: list[Reference]) -> list[tuple[str, str, int] | None]:
+    """HEAD every tag, at the same time (the first in this thread, the others on the writer pool)."""
+    futures = [_writer_pool().submit(client.head_manifest, tag) for tag in tags[1:]]
+    first = client.head_manifest(tags[0]) if tags else None
+    return [first, *(f.result() for f in futures)] if tags else []
+
+
 def settle(client: RegistryClient, writes: list[Written]) -> list[Written]:
     """Check our tag writes again a moment later; write back anything a concurrent writer dropped.
 
     The registry has no compare-and-swap: a writer in another process that read the tag before
     our PUT can still overwrite it after. So, once per store, read each tag back (HEAD) a few
-    times the slowest PUT's latency after its own write (at least ``SETTLE_MIN``, at most
-    ``SETTLE_MAX`` seconds; time already spent on later writes counts: the earliest write is
-    checked first, while the later ones' waits run), and re-add our item where it is gone; repeat
-    for re-added items, up to ``SETTLE_ROUNDS`` rounds. Returns the final record of every write.
+    times the slowest PUT's latency after the last write (at least ``SETTLE_MIN``, at most
+    ``SETTLE_MAX`` seconds, so every write waits at least that long), all tags at once, and re-add
+    our item where it is gone; repeat for re-added items, up to ``SETTLE_ROUNDS`` rounds. Returns
+    the final record of every write.
     """
     final = list(writes)
     pending = [(i, w) for i, w in enumerate(writes) if not w.existed]
@@ -408,13 +433,13 @@ def settle(client: RegistryClient, writes: list[Written]) -> list[Written]:
         if not pending:
             break
         wait = min(SETTLE_MAX, max(SETTLE_MIN, SETTLE_FACTOR * max(w.latency for _, w in pending)))
+        delay = max(w.at for _, w in pending) + wait - time.monotonic()
+        if delay > 0:  # every write is checked at least `wait` after it finished
+            time.sleep(delay)
+        heads = _read_back(client, [w.repo.with_tag(w.tag) for _, w in pending])
         watch: list[tuple[int, Written]] = []
-        for i, w in sorted(pending, key=lambda item: item[1].at):
-            delay = w.at + wait - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        for (i, w), head in zip(pending, heads, strict=True):
             tag_ref = w.repo.with_tag(w.tag)
-            head = client.head_manifest(tag_ref)
             if head is not None and head[0] == w.digest:
                 continue
             got = client.get_manifest(tag_ref)
@@ -719,11 +744,20 @@ class OciBackend(Backend):
         writes: list[tuple[int, Written]] = []
         failures: list[Error] = []
         client: RegistryClient | None = None
-        for item in signed:
+        store = self._store_bundle if encoding == "sigstore-bundle" else self._store_tags
+        outcomes = self._store_concurrently(signed) if encoding != "sigstore-bundle" else None
+        if outcomes is not None:
+            client = self.client()  # cached: the concurrent writes used it
+        for index, item in enumerate(signed):
             try:
-                client = client or self.client()
-                store = self._store_bundle if encoding == "sigstore-bundle" else self._store_tags
-                for ref, written in store(client, item):
+                if outcomes is not None:
+                    stored = outcomes[index]
+                    if isinstance(stored, Error):
+                        raise stored
+                else:
+                    client = client or self.client()
+                    stored = store(client, item)
+                for ref, written in stored:
                     if written is not None:
                         writes.append((len(refs), written))
                     refs.append(ref)
@@ -752,6 +786,39 @@ class OciBackend(Backend):
             err.stored = refs  # type: ignore[attr-defined]
             raise err
         return refs
+
+    def _store_concurrently(self, signed: list[SignedPayload]) -> list[list[_Stored] | Error] | None:
+        """Write the payloads' tags at once when no two payloads share a tag; None: write them in turn.
+
+        A run's image signature (``.sig``) and attestation (``.att``) are independent tags, so their
+        uploads and read-modify-writes overlap instead of adding up; :func:`settle` then checks both.
+        Payloads that share a tag keep their order (the sequential path), as do single payloads.
+        """
+        if len(signed) < 2:
+            return None
+        try:
+            client = self.client()
+            tags = [{(repo.name, tag) for repo, tag in self._tags_of(item)} for item in signed]
+        except Error:
+            return None  # the sequential path reports it per payload
+        if sum(len(t) for t in tags) != len(set().union(*tags)):
+            return None
+
+        def one(item: SignedPayload) -> list[_Stored] | Error:
+            try:
+                return self._store_tags(client, item)
+            except Error as exc:
+                return exc
+
+        futures = [_writer_pool().submit(one, item) for item in signed[1:]]
+        first = one(signed[0])
+        return [first, *(f.result() for f in futures)]
+
+    def _tags_of(self, item: SignedPayload) -> list[tuple[Reference, str]]:
+        """The ``(repository, tag)`` pairs :meth:`_store_tags` writes for ``item``."""
+        override = self._repository_override()
+        return [(override or image.with_tag(""), signature_tag(image.digest, suffix))
+                for image, suffix in self.targets(item)]
 
     def _store_tags(self, client: RegistryClient, item: SignedPayload) -> list[_Stored]:
         targets = self.targets(item)
