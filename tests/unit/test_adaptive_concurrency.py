@@ -189,7 +189,7 @@ def test_sweeper_builds_a_fixed_or_adaptive_gate() -> None:
     class Ctx:
         kube = None
         key = None
-        config = type("Config", (), {"int": staticmethod(lambda key: 3)})()
+        config = type("Config", (), {"int": staticmethod(lambda key: 3), "get": staticmethod(lambda key: "")})()
 
     fixed = Sweeper(Ctx(), SweepOptions(concurrency=3))  # type: ignore[arg-type]
     assert (fixed.limit.adaptive, fixed.limit.capacity) == (False, 3)
