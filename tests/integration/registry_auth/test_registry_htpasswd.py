@@ -45,10 +45,10 @@ def test_htpasswd_sign_store_and_verify(auth_registry: RegistryServer, key: str,
     assert code == 0, err
     assert _sig_stored(auth_registry, image)
     pub = str(Path(key, "cosign.pub"))
-    code, _out, err = cli(["verify", "image", image, "--key", pub, "--docker-config", str(config)], capsys)
+    code, _out, err = cli(["verify", "image", image, "--insecure-ignore-tlog", "--key", pub, "--docker-config", str(config)], capsys)
     assert code == 0, err
     wrong = auth_registry.docker_config(tmp_path / "wrong", password="not-the-pass").parent
-    code, _out, err = cli(["verify", "image", image, "--key", pub, "--docker-config", str(wrong)], capsys)
+    code, _out, err = cli(["verify", "image", image, "--insecure-ignore-tlog", "--key", pub, "--docker-config", str(wrong)], capsys)
     assert code == RegistryAuthError.exit_code and "not-the-pass" not in err and PASSWORD not in err
 
 

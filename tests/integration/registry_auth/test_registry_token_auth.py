@@ -105,7 +105,7 @@ def test_sign_store_and_verify_with_tokens(token_registry: RegistryServer, issue
     assert token_registry.get_manifest("team/app", f"{tag}.att") is not None
 
     # verify in the same process: the cached tokens serve it, no new token request
-    code, out, err = cli(["verify", "image", image, "--key", str(Path(key, "cosign.pub")),
+    code, out, err = cli(["verify", "image", image, "--insecure-ignore-tlog", "--key", str(Path(key, "cosign.pub")),
                           "--docker-config", str(config)], capsys)
     assert code == 0, err
     assert len([r for r in issuer.requests if r.status == 200]) == len(fetched)
@@ -182,12 +182,12 @@ def test_anonymous_pull(token_registry: RegistryServer, issuer: TokenIssuer, key
     assert code == 0, err
     TOKENS.clear()
     issuer.reset()
-    code, _out, err = cli(["verify", "image", image, "--key", str(Path(key, "cosign.pub"))], capsys)
+    code, _out, err = cli(["verify", "image", image, "--insecure-ignore-tlog", "--key", str(Path(key, "cosign.pub"))], capsys)
     assert code == 0, err
     assert issuer.requests and all(r.user is None for r in issuer.requests)
     # anonymous on a repository it may not read: a clean auth error (no login to blame)
     private = push_test_image(token_registry, "team/private", "anonymous-denied")
-    code, _out, err = cli(["verify", "image", private, "--key", str(Path(key, "cosign.pub"))], capsys)
+    code, _out, err = cli(["verify", "image", private, "--insecure-ignore-tlog", "--key", str(Path(key, "cosign.pub"))], capsys)
     assert code == RegistryAuthError.exit_code, err
     assert "no credentials for" in err
 
