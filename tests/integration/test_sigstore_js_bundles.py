@@ -95,14 +95,14 @@ def statement_for(image: str) -> dict[str, Any]:
 
 
 def sign_with_js(node: str, stack: Stack, statement: dict[str, Any], tmp_path: Path,
-                 subject: str = IDENTITY) -> bytes:
-    """The bundle sigstore-js prints for ``statement``, signed keyless as ``subject``."""
+                 subject: str = IDENTITY, chain: bool = False) -> bytes:
+    """The bundle sigstore-js prints for ``statement``, signed keyless as ``subject`` (v0.2 chain form: ``chain``)."""
     token = tmp_path / f"token-{uuid.uuid4().hex[:8]}"
     token.write_text(jwt(sub=subject) + "\n")
     path = tmp_path / f"statement-{uuid.uuid4().hex[:8]}.json"
     path.write_text(json.dumps(statement))
-    done = subprocess.run([node, str(JS_SIGN), stack.url, str(token), str(path)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([node, str(JS_SIGN), stack.url, str(token), str(path),
+                           *(["--certificate-chain"] if chain else [])], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().encode()
 
@@ -236,3 +236,24 @@ def test_chainmail_rejects_sigstore_js_bundle_for_another_image(js_signed: tuple
     code, _, err = verify(elsewhere, sigstore_stack, capsys)
     assert code == 12, err
     assert "no subject of the statement has digest" in one_error_line(err)
+
+
+def test_chainmail_verifies_sigstore_js_certificate_chain_bundle(node: str, sigstore_stack: Stack,
+                                                                  registry: RegistryServer, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """sigstore-js's ``certificateChain`` option: a v0.2 bundle whose leaf is in ``x509CertificateChain``."""
+    need_sigstore_python()
+    image = push_test_image(registry, "sigstore-js/app", f"js-chain-{uuid.uuid4()}")
+    bundle = sign_with_js(node, sigstore_stack, statement_for(image), tmp_path, chain=True)
+    doc = json.loads(bundle)
+    assert doc["mediaType"] == "application/vnd.dev.sigstore.bundle+json;version=0.2"
+    assert "certificate" not in doc["verificationMaterial"]
+    assert len(doc["verificationMaterial"]["x509CertificateChain"]["certificates"]) >= 1
+    attach(image, bundle)
+    code, out, err = verify(image, sigstore_stack, capsys, "-o", "json")
+    assert code == 0, err
+    [verified] = json.loads(out)["verified"]
+    assert verified["keyId"] == IDENTITY  # the leaf's SAN, read from the chain
+    code, _, err = verify(image, sigstore_stack, capsys, identity=OTHER)
+    assert code == 12, err
+    assert "do not match" in one_error_line(err)
