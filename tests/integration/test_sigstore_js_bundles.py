@@ -11,7 +11,18 @@ referrer with chainmail's own storage code (``storage.oci.push_bundle``, artifac
 with the stack's trusted_root.json.
 
 A sigstore-js bundle differs from chainmail's own in ways the bundle spec allows: its DSSE signature
-has no ``keyid`` member, and its ``verificationMaterial`` carries an empty ``timestampVerificationData``.
+has no ``keyid`` member, its ``verificationMaterial`` carries an empty ``timestampVerificationData``,
+and, being protobuf JSON, it leaves out fields at their default — an entry (or inclusion proof) at
+``logIndex`` 0 and a proof with no ``hashes`` (the first entry of the stack's log, a one-leaf tree).
+sigstore-python requires those members, so chainmail rejected such a genuine bundle ("failed to load
+bundle: … Field required") until it filled the defaults in (``sigstore_bundle.with_proto_defaults``).
+Its dsse Rekor request sends the certificate's PEM on one base64 line; real Rekor stores the verifier
+re-encoded as canonical PEM, and the stack now does too (it stored it as sent, and sigstore-python then
+found "log entry signatures do not match bundle"). With the builder's ``certificateChain`` option the
+bundle is v0.2 with ``x509CertificateChain``: it verified, but chainmail named the signer "unknown"
+until ``bundles.bundle_envelope`` read the chain's leaf. That bundle goes through the same referrer
+layout (artifactType and layer media type v0.3, chainmail's layout); chainmail reads the version from
+the bundle's own ``mediaType``.
 
 Only DSSE bundles are covered. sigstore-js's *message-signature* bundles
 (``MessageSignatureBundleBuilder``) are not built here: chainmail accepts no message-signature bundle
