@@ -27,8 +27,8 @@ the bundle's own ``mediaType``.
 Only DSSE bundles are covered. sigstore-js's *message-signature* bundles
 (``MessageSignatureBundleBuilder``) are not built here: chainmail accepts no message-signature bundle
 as an image signature or attestation (``verify/bundles.py`` refuses them as "unsupported bundle
-content (message signature)"), because such a bundle signs an artifact digest and says nothing of
-which image or predicate it is for.
+content (message signature)"): its image signatures and attestations are DSSE bundles only (cosign's
+``sign/v1`` statement, or an in-toto statement), and a message signature carries no predicate type.
 """
 
 from __future__ import annotations
