@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 NPM_DIR := tests/js
-# the npm packages the tests use: the independent verifier and the local Sigstore stack
-NPM_PACKAGES := @sigstore/verify @sigstore/mock
+# the npm packages the tests use: the independent verifier, the local Sigstore stack and a third-party signer
+NPM_PACKAGES := @sigstore/verify @sigstore/mock @sigstore/sign
 
 .PHONY: help demo test test-fast lint bench images bundles system-deps clean
 

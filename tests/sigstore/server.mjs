@@ -12,7 +12,7 @@
 //   - the timestamp authority `POST /api/v1/timestamp` (tsaHandler).
 // What is chainmail's (this file), built over the entries the mock issued:
 //   - dsse v0.0.1 canonicalisation as real Rekor stores it (envelopeHash, payloadHash, signatures[signature,
-//     verifier]) and its signature check, done before the body is handed to the mock's log;
+//     verifier as canonical PEM]) and its signature check, done before the body is handed to the mock's log;
 //   - entry UUIDs = 16-hex tree id + RFC 6962 leaf hash of the body (the mock's are random), 409 + Location for
 //     an entry already logged;
 //   - an append-only RFC 6962 Merkle tree over the bodies: every response carries an inclusion proof against the
@@ -81,6 +81,15 @@ const canonicalPem = (b64) => {
   if (pem.includes('BEGIN CERTIFICATE')) return new X509Certificate(pem).publicKey;
   return createPublicKey(pem);
 };
+// Real Rekor stores a verifier as its canonical PEM (Go's encoding: 64-column lines), whatever the client
+// sent; sigstore-js, for one, sends the certificate's base64 on a single line.
+const canonicalVerifier = (b64) => {
+  const pem = Buffer.from(b64, 'base64').toString('utf8');
+  const text = pem.includes('BEGIN CERTIFICATE')
+    ? new X509Certificate(pem).toString()
+    : createPublicKey(pem).export({ format: 'pem', type: 'spki' });
+  return Buffer.from(text, 'utf8').toString('base64');
+};
 const keyId = (b64) => {
   try {
     return 'sha256:' + sha256(canonicalPem(b64).export({ format: 'der', type: 'spki' })).toString('hex');
@@ -115,7 +124,7 @@ function canonicalDsse(spec) {
       }
     });
     if (!verifier) throw new Error('all signatures must have a key that verifies it');
-    signatures.push({ signature: s.sig, verifier });
+    signatures.push({ signature: s.sig, verifier: canonicalVerifier(verifier) });
   }
   if (signatures.length === 0) throw new Error('dsse: envelope has no signatures');
   signatures.sort((a, b) => (a.signature < b.signature ? -1 : a.signature > b.signature ? 1 : 0));

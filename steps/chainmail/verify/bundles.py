@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chainmail._internal.encoding import b64decode, b64encode, compact_json
+from chainmail._internal.encoding import compact_json
 from chainmail.errors import Error, VerificationError
 from chainmail.models import SIMPLESIGNING_PAYLOAD_TYPE
 from chainmail.verify.claims import check_simplesigning, check_statement, parse_object
@@ -92,7 +92,7 @@ def find_bundles(client: RegistryClient, image: Reference, search: Search, want_
 
 
 def bundle_envelope(bundle: dict[str, Any]) -> tuple[bytes, str]:
-    """The DSSE envelope JSON and the certificate PEM ("" for key-based) of a bundle."""
+    """The DSSE envelope JSON and the signing certificate PEM ("" for key-based) of a bundle."""
     media_type = bundle.get("mediaType")
     if media_type not in BUNDLE_MEDIA_TYPES:
         raise VerificationError(f"not a Sigstore bundle: mediaType {media_type!r}")
@@ -100,14 +100,10 @@ def bundle_envelope(bundle: dict[str, Any]) -> tuple[bytes, str]:
     if not isinstance(env, dict):
         kind = "message signature" if "messageSignature" in bundle else "no DSSE envelope"
         raise VerificationError(f"unsupported bundle content ({kind})")
-    material = bundle.get("verificationMaterial") or {}
-    cert = ""
-    raw = (material.get("certificate") or {}).get("rawBytes")
-    if raw:
-        body = b64encode(b64decode(raw))
-        lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-        cert = "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
-    return compact_json(env), cert
+    from chainmail.verify.sigstore_bundle import bundle_certificate_pem
+
+    # v0.3's `certificate`, or the leaf of v0.1/v0.2's `x509CertificateChain`
+    return compact_json(env), bundle_certificate_pem(bundle)
 
 
 def verify_bundle(bundle: dict[str, Any], image: Reference, keys: list[Key], identity: IdentityPolicy | None,

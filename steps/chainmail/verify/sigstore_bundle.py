@@ -11,6 +11,7 @@ sigstore-python is imported lazily (it costs about 0.5 s); without it a keyless 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 from pathlib import Path
@@ -100,6 +101,30 @@ def bundle_certificate_pem(bundle: dict[str, Any]) -> str:
     )
 
 
+def with_proto_defaults(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with the tlog fields that protobuf's JSON mapping leaves out when they hold their default.
+
+    The bundle is protobuf JSON: an entry or inclusion proof at ``logIndex`` 0 and a proof with no
+    ``hashes`` (a one-leaf tree) are written without those members — sigstore-js does so — while
+    sigstore-python requires them. Absent means the default, so they are filled in ("0", []); nothing
+    present is changed and the proof is still checked in full.
+    """
+    material = doc.get("verificationMaterial")
+    entries = material.get("tlogEntries") if isinstance(material, dict) else None
+    if not isinstance(entries, list):
+        return doc
+    out = copy.deepcopy(doc)
+    for entry in out["verificationMaterial"]["tlogEntries"]:
+        if not isinstance(entry, dict):
+            continue
+        entry.setdefault("logIndex", "0")
+        proof = entry.get("inclusionProof")
+        if isinstance(proof, dict):
+            proof.setdefault("logIndex", "0")
+            proof.setdefault("hashes", [])
+    return out
+
+
 def verify_keyless_bundle(
     bundle_json: bytes | str | dict[str, Any],
     artifact_digest: str | None = None,
@@ -142,7 +167,7 @@ def verify_keyless_bundle(
     # certificate with just .1.8 would fail there and pass the legacy path. One matcher for both paths.
     sigstore_policy = _SigstorePolicy(policy)
     try:
-        bundle = Bundle.from_json(json.dumps(doc))
+        bundle = Bundle.from_json(json.dumps(with_proto_defaults(doc)))
         if "dsseEnvelope" in doc:
             payload_type, payload = verifier.verify_dsse(bundle, sigstore_policy)
         else:
