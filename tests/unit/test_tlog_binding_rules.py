@@ -295,3 +295,17 @@ def test_a_lookup_checks_at_most_64_entries_and_takes_the_one_that_binds(
     with pytest.raises(TlogMissingError, match="no entry of transparency log https://rekor.example") as caught:
         checker.require_signature(None, PAYLOAD, signature, [_pem(signer)])
     assert len(fetched) == 64 and caught.value.exit_code == 24
+
+
+def test_rekor_v2_failures_map_to_verification_codes_but_a_log_that_is_down_stays_7() -> None:
+    from chainmail.errors import TlogInclusionError, TlogUnknownLogError, TransparencyError
+    from chainmail.transparency.errors import LogUnavailableError, UntrustedLogError
+    from chainmail.verify.tlog import _v2_errors
+
+    cases = [(UntrustedLogError("no trusted key"), TlogUnknownLogError),
+             (TransparencyError("proof does not lead to the root"), TlogInclusionError),
+             (LogUnavailableError("unreachable"), LogUnavailableError)]
+    for raised, expected in cases:
+        with pytest.raises(expected) as caught, _v2_errors():
+            raise raised
+        assert caught.value.exit_code == {TlogUnknownLogError: 28, TlogInclusionError: 27}.get(expected, 7)

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chainmail.errors import TransparencyError
+from chainmail.transparency.errors import UntrustedLogError
 from chainmail.transparency.trust import LogKey
 
 #: Most signature lines read from one note (the spec asks verifiers to accept at least 16).
@@ -145,5 +146,5 @@ def verify_signed_checkpoint(note: str, keys: list[LogKey]) -> tuple[SignedCheck
                                         f"key name '{name}'")
             return checkpoint, key
     names = ", ".join(sorted({n for n, _, _ in signatures}))[:200]
-    raise TransparencyError(f"checkpoint: signed by no trusted log key (signers: {names}); check "
+    raise UntrustedLogError(f"checkpoint: signed by no trusted log key (signers: {names}); check "
                             "chainmail.transparency.trusted-root")

@@ -33,30 +33,41 @@ _UUID_RE = re.compile(r"^(?:[0-9a-fA-F]{16})?[0-9a-fA-F]{64}$")
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
+def check_log_url(url: str) -> None:
+    """A transparency log address must be an http(s) URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise TransparencyError(f"transparency log URL '{url}' is not an http(s) URL")
+
+
+def call_log(base: str, retry: RetryPolicy | None, method: str, path: str, **kwargs: Any) -> requests.Response:
+    """One bounded request to the log at ``base``; not reachable (after retries) is :class:`LogUnavailableError`."""
+    import requests
+
+    from chainmail._internal.http import BadResponseError, TransientError, request
+    from chainmail.transparency.errors import LogUnavailableError
+
+    try:
+        return request(method, base + path, policy=retry, max_bytes=MAX_RESPONSE_BYTES, **kwargs)
+    except TransientError as exc:
+        raise LogUnavailableError(f"transparency log {base} is unreachable: {exc}") from None
+    except BadResponseError as exc:
+        raise TransparencyError(f"transparency log {base}: bad response ({exc})") from None
+    except requests.RequestException as exc:
+        raise LogUnavailableError(f"transparency log {base}: {type(exc).__name__}") from None
+
+
 class RekorClient:
     """One Rekor instance; ``keys`` are the log keys entries must verify with."""
 
     def __init__(self, url: str, *, keys: list[LogKey], retry: RetryPolicy | None = None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise TransparencyError(f"transparency log URL '{url}' is not an http(s) URL")
+        check_log_url(url)
         self.url = url.rstrip("/")
         self.keys = keys
         self.retry = retry
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        import requests
-
-        from chainmail._internal.http import BadResponseError, TransientError, request
-
-        try:
-            return request(method, self.url + path, policy=self.retry, max_bytes=MAX_RESPONSE_BYTES, **kwargs)
-        except TransientError as exc:
-            raise TransparencyError(f"transparency log {self.url} is unreachable: {exc}") from None
-        except BadResponseError as exc:
-            raise TransparencyError(f"transparency log {self.url}: bad response ({exc})") from None
-        except requests.RequestException as exc:
-            raise TransparencyError(f"transparency log {self.url}: {type(exc).__name__}") from None
+        return call_log(self.url, self.retry, method, path, **kwargs)
 
     def _json(self, resp: requests.Response, what: str) -> Any:
         from chainmail._internal.encoding import load_json

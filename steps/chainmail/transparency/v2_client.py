@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from chainmail.errors import TransparencyError
 from chainmail.transparency.checkpoint import verify_signed_checkpoint
+from chainmail.transparency.errors import LogUnavailableError
 from chainmail.transparency.trust import LogKey
 from chainmail.transparency.v2 import ENTRIES_PATH, RekorV2Entry, base_url, verify_entry
 
@@ -33,28 +34,17 @@ class RekorV2Client:
     version = "2"
 
     def __init__(self, url: str, *, keys: list[LogKey], retry: RetryPolicy | None = None) -> None:
-        from urllib.parse import urlsplit
+        from chainmail.transparency.client import check_log_url
 
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise TransparencyError(f"transparency log URL '{url}' is not an http(s) URL")
+        check_log_url(url)
         self.url = base_url(url)
         self.keys = keys
         self.retry = retry
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        import requests
+        from chainmail.transparency.client import call_log
 
-        from chainmail._internal.http import BadResponseError, TransientError, request
-
-        try:
-            return request(method, self.url + path, policy=self.retry, max_bytes=MAX_RESPONSE_BYTES, **kwargs)
-        except TransientError as exc:
-            raise TransparencyError(f"transparency log {self.url} is unreachable: {exc}") from None
-        except BadResponseError as exc:
-            raise TransparencyError(f"transparency log {self.url}: bad response ({exc})") from None
-        except requests.RequestException as exc:
-            raise TransparencyError(f"transparency log {self.url}: {type(exc).__name__}") from None
+        return call_log(self.url, self.retry, method, path, **kwargs)
 
     def _read(self, path: str) -> bytes:
         """``GET /api/v2/<path>`` (a checkpoint, tile or entry bundle): the body bytes."""
@@ -62,7 +52,7 @@ class RekorV2Client:
 
         resp = self._call("GET", "/api/v2/" + path)
         if resp.status_code != 200:
-            raise TransparencyError(f"transparency log {self.url}: reading {path} failed: HTTP "
+            raise LogUnavailableError(f"transparency log {self.url}: reading {path} failed: HTTP "
                                     f"{resp.status_code}{_message(resp)}")
         return resp.content
 

@@ -47,6 +47,7 @@ from chainmail.errors import (
     VerificationError,
 )
 from chainmail.transparency.entry import InclusionProof, LogEntry
+from chainmail.transparency.errors import LogUnavailableError, UntrustedLogError
 from chainmail.transparency.merkle import leaf_hash
 
 if TYPE_CHECKING:
@@ -69,6 +70,19 @@ def _as(cls: type[VerificationError]) -> Iterator[None]:
         yield
     except TransparencyError as exc:
         raise cls(str(exc)) from None
+
+
+@contextmanager
+def _v2_errors() -> Iterator[None]:
+    """A Rekor v2 check that fails: an untrusted log is 28, any other failure 27; a log that is down stays 7."""
+    try:
+        yield
+    except LogUnavailableError:
+        raise
+    except UntrustedLogError as exc:
+        raise TlogUnknownLogError(str(exc)) from None
+    except TransparencyError as exc:
+        raise TlogInclusionError(str(exc)) from None
 
 
 #: Latest ``integratedTime`` a datetime can hold (9999-12-31T23:59:59Z).
@@ -183,11 +197,8 @@ def _verify_v2(entry: RekorV2Entry, keys: list[LogKey]) -> LogKey:
     """A Rekor v2 entry: its checkpoint is signed by a trusted log (28) and its proof leads there (27)."""
     from chainmail.transparency.v2 import verify_entry
 
-    try:
+    with _v2_errors():
         return verify_entry(entry, keys)
-    except TransparencyError as exc:
-        unknown = "signed by no trusted log key" in str(exc)
-        raise (TlogUnknownLogError if unknown else TlogInclusionError)(str(exc)) from None
 
 
 def bind_signature(entry: AnyEntry, payload: bytes, signature: bytes, key_pems: list[str]) -> None:
@@ -332,13 +343,8 @@ class TlogCheck:
         from chainmail.transparency.v2_client import RekorV2Client
 
         client = RekorV2Client(url, keys=self.log_keys(), retry=self.retry)
-        try:
+        with _v2_errors():
             return client.read_back(log_index)
-        except TransparencyError as exc:
-            if "unreachable" in str(exc) or "failed: HTTP" in str(exc):
-                raise
-            unknown = "signed by no trusted log key" in str(exc)
-            raise (TlogUnknownLogError if unknown else TlogInclusionError)(str(exc)) from None
 
     def lookup(self, url: str, sha256: str, bind: Callable[[LogEntry], None]) -> LogEntry:
         """Search ``url``'s index for ``sha256`` (at most :data:`MAX_LOOKUP` results, within one retry deadline

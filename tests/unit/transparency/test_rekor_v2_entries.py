@@ -335,8 +335,7 @@ def _production_keys() -> list[LogKey]:
     from chainmail.verify.trusted_root import embedded_trusted_root_path
 
     path = embedded_trusted_root_path("production")
-    if path is None:
-        pytest.skip("sigstore-python's embedded production trusted root is not installed")
+    assert path is not None, "sigstore (a dependency of chainmail) ships the production trusted root"
     return load_log_keys(path)
 
 
