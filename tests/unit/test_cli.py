@@ -53,3 +53,16 @@ def test_bad_config_value(tmp_path: Path, capsys) -> None:  # type: ignore[no-un
 def test_usage_error_exits_2(capsys) -> None:  # type: ignore[no-untyped-def]
     code, _, _ = _main(["run", "--no-such-flag"], capsys)
     assert code == 2
+
+
+def test_every_command_runs_as_its_own_subcommand_from_the_entry_point() -> None:
+    """`chainmail NAME` builds only NAME; a lone command must still be `chainmail NAME`, not the root
+    (once, `chainmail demo` — the README's first command — failed with "unexpected extra argument (demo)")."""
+    from chainmail._cli import COMMANDS
+
+    code = ("import sys; from chainmail._cli import main; main(sys.argv[1:])")
+    for name in COMMANDS:
+        out = subprocess.run([sys.executable, "-c", code, name, "--help"], capture_output=True, text=True,
+                             check=False)
+        assert out.returncode == 0, (name, out.stderr)
+        assert out.stdout.startswith(f"Usage: chainmail {name} "), (name, out.stdout[:200])

@@ -53,8 +53,16 @@ _HELP = "Sign Tekton runs and their images the way Tekton Chains does, without a
 
 
 def _root() -> typer.Typer:
-    return typer.Typer(name="chainmail", help=_HELP, no_args_is_help=True, rich_markup_mode=None,
+    root = typer.Typer(name="chainmail", help=_HELP, no_args_is_help=True, rich_markup_mode=None,
                        pretty_exceptions_enable=False, add_completion=False)
+    # A root callback keeps `chainmail NAME` a sub-command even when NAME is the only command built (Typer
+    # otherwise runs a lone command as the root, and `chainmail demo` fails on "demo").
+    root.callback()(_no_options)
+    return root
+
+
+def _no_options() -> None:
+    """The root takes no options of its own."""
 
 
 def _add(root: typer.Typer, name: str, done: set[str]) -> None:
