@@ -123,7 +123,7 @@ STEPACTIONS: tuple[StepActionSpec, ...] = (
         ),
         subcommand="sign",
         params=("KEY", "CHAINS_CONFIGMAP", "CHAINS_CONFIG"),
-        workspaces={"signing-secrets": None, "dockerconfig": None, "output": _SHARED},
+        workspaces={"signing-secrets": None, "dockerconfig": None, "ssl-ca-directory": None, "output": _SHARED},
     ),
     StepActionSpec(
         name="chainmail-store",
@@ -137,7 +137,7 @@ STEPACTIONS: tuple[StepActionSpec, ...] = (
         ),
         subcommand="store",
         params=("KEY", "CHAINS_CONFIGMAP", "CHAINS_CONFIG"),
-        workspaces={"signing-secrets": None, "dockerconfig": None, "output": _SHARED},
+        workspaces={"signing-secrets": None, "dockerconfig": None, "ssl-ca-directory": None, "output": _SHARED},
         results=("SIGNED", "STORED"),
     ),
     StepActionSpec(
@@ -153,7 +153,7 @@ STEPACTIONS: tuple[StepActionSpec, ...] = (
         subcommand=None,
         params=("IMAGE", "KEY", "ATTESTATION_TYPE", "CHECK_SIGNATURE", "POLICY", "POLICY_FILE",
                 "CHAINS_CONFIG", "IGNORE_TLOG", "REKOR_URL"),
-        workspaces={"public-key": None, "policy": None, "dockerconfig": None},
+        workspaces={"public-key": None, "policy": None, "dockerconfig": None, "ssl-ca-directory": None},
     ),
 )
 

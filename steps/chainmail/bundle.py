@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from chainmail._internal import tls
 from chainmail._internal.encoding import compact_json, load_json, sha256_digest
 from chainmail.errors import InputError, RegistryAuthError, StorageError
 
@@ -301,6 +302,7 @@ def push_bundle(ref: str, bundle: Bundle, ctx: Context) -> str:
         raise ConfigError("pushing bundles needs oras-py", hint="pip install 'chainmail[oras]'") from None
     registry = oras.provider.Registry(hostname=target.registry,
                                       insecure=client.scheme(target.registry) == "http",
+                                      tls_verify=tls.verify(),
                                       auth_backend="basic" if challenge == "basic" else "token")
     if creds is not None:
         registry.auth.set_basic_auth(creds.username, creds.password)

@@ -125,6 +125,12 @@ class RegistryPushDeniedError(RegistryAuthError):
     exit_code = 34
 
 
+class RegistryTLSError(StorageError):
+    """The registry's (or its token service's) TLS certificate is not trusted or not for its host."""
+
+    exit_code = 35
+
+
 class RegistryUnreachableError(StorageError):
     """The registry could not be reached (connection refused, DNS, timeout)."""
 

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(shutil.which("sh") is None or shutil.which("mkte
 
 FAKE_CHAINMAIL = """#!/bin/sh
 { echo '---'; for a in "$@"; do printf '%s\\n' "$a"; done; } >>"$FAKE_ARGV_LOG"
+printf '%s\\n' "${CHAINMAIL_CA_BUNDLE-<unset>}" >>"$FAKE_ARGV_LOG.ca"
 exit "${FAKE_RC:-0}"
 """
 
@@ -35,6 +36,8 @@ class Result:
     rc: int
     calls: list[list[str]]
     stderr: str
+    #: CHAINMAIL_CA_BUNDLE as each chainmail call saw it ("<unset>" when it was not set).
+    ca_bundles: list[str]
 
 
 def _load_step(path: Path, stepaction: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -63,7 +66,8 @@ def run(tmp_path: Path):
     results.mkdir()
 
     def _run(step_and_params: tuple[dict[str, Any], list[dict[str, Any]]], *, params: dict[str, str] | None = None,
-             workspaces: dict[str, str] | None = None, namespace: str = "team-a", rc: int = 0) -> Result:
+             workspaces: dict[str, str] | None = None, namespace: str = "team-a", rc: int = 0,
+             extra_env: dict[str, str] | None = None) -> Result:
         step, param_specs = step_and_params
         values = {p["name"]: p.get("default") for p in param_specs}
         values.update(params or {})
@@ -79,7 +83,7 @@ def run(tmp_path: Path):
 
         log = tmp_path / f"argv-{len(list(tmp_path.glob('argv-*')))}.log"
         env = {"PATH": f"{fake_bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-               "FAKE_ARGV_LOG": str(log), "FAKE_RC": str(rc), "TMPDIR": str(tmp_path)}
+               "FAKE_ARGV_LOG": str(log), "FAKE_RC": str(rc), "TMPDIR": str(tmp_path), **(extra_env or {})}
         for entry in step.get("env") or []:
             if "valueFrom" in entry:
                 assert entry["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
@@ -96,7 +100,9 @@ def run(tmp_path: Path):
                     calls.append([])
                 else:
                     calls[-1].append(line)
-        return Result(proc.returncode, calls, proc.stderr)
+        ca_log = Path(f"{log}.ca")
+        ca_bundles = ca_log.read_text().splitlines() if ca_log.exists() else []
+        return Result(proc.returncode, calls, proc.stderr, ca_bundles)
 
     _run.results = results  # type: ignore[attr-defined]
     return _run
@@ -177,6 +183,36 @@ def test_finally_with_workspaces(run) -> None:
     (argv,) = out.calls
     assert _flag(argv, "--key") == "/ws/key" and _flag(argv, "--docker-config") == "/ws/docker"
     assert Path(_flag(argv, "--config")).read_text() == "artifacts.taskrun.format: slsa/v1\n"
+
+
+@pytest.mark.parametrize(("kind", "name", "params"), [
+    ("task", "chainmail-sign", {"TASKRUN": "t"}),
+    ("task", "chainmail-finally", {"PIPELINERUN_NAME": "p", "PIPELINERUN_NAMESPACE": "n", "PIPELINERUN_UID": "u"}),
+    ("task", "chainmail-verify", {"IMAGE": "registry.example.com/a@sha256:" + "a" * 64, "KEY": "k"}),
+    ("stepaction", "chainmail-store", {"OUTPUT_PATH": "/ws/out"}),
+    ("stepaction", "chainmail-sign-payloads", {"OUTPUT_PATH": "/ws/out"}),
+    ("stepaction", "chainmail-verify", {"IMAGE": "registry.example.com/a@sha256:" + "a" * 64, "KEY": "k"}),
+])
+def test_the_ca_workspace_reaches_chainmail_added_to_what_is_set(run, kind: str, name: str,
+                                                                 params: dict[str, str]) -> None:
+    """Bound, ssl-ca-directory comes first in CHAINMAIL_CA_BUNDLE; unbound, the variable is left as it was."""
+    step = task_step(name) if kind == "task" else stepaction_step(name)
+
+    def seen(ca_dir: str, extra_env: dict[str, str] | None = None) -> set[str]:
+        given, ws = dict(params), {}
+        if ca_dir and kind == "task":
+            ws["ssl-ca-directory"] = ca_dir
+        elif ca_dir:
+            given["SSL_CA_DIRECTORY_PATH"] = ca_dir
+        out = run(step, params=given, workspaces=ws, extra_env=extra_env)
+        assert out.rc == 0, out.stderr
+        assert out.ca_bundles, "chainmail was not called"
+        return set(out.ca_bundles)
+
+    assert seen("") == {"<unset>"}
+    assert seen("/ws/ca") == {"/ws/ca"}
+    assert seen("/ws/ca", {"CHAINMAIL_CA_BUNDLE": "/etc/extra.pem"}) == {"/ws/ca:/etc/extra.pem"}
+    assert seen("", {"CHAINMAIL_CA_BUNDLE": "/etc/extra.pem"}) == {"/etc/extra.pem"}
 
 
 # ------------------------------------------------------------------------------- chainmail-verify

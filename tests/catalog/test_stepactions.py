@@ -85,7 +85,7 @@ def test_verify_stepaction_is_the_verify_task_step() -> None:
     assert sa["spec"]["securityContext"] == task["spec"]["steps"][0]["securityContext"]
     task_params = {p["name"] for p in task["spec"]["params"]}
     sa_params = {p["name"] for p in sa["spec"]["params"]}
-    assert sa_params == task_params | {"PUBLIC_KEY_PATH", "POLICY_PATH", "DOCKERCONFIG_PATH"}
+    assert sa_params == task_params | {"PUBLIC_KEY_PATH", "POLICY_PATH", "DOCKERCONFIG_PATH", "SSL_CA_DIRECTORY_PATH"}
 
 
 @pytest.mark.parametrize("name", ["chainmail-snapshot", "chainmail-format", "chainmail-sign-payloads",

@@ -5,7 +5,10 @@ Fixtures (session scoped, the process is stopped by PID at session end):
 - ``registry``: anonymous, filesystem storage in a temporary directory (on /dev/shm when it exists);
 - ``auth_registry``: the same behind htpasswd Basic auth (user ``chainmail``), for 401 tests;
 - ``dead_registry_host``: ``127.0.0.1:<port>`` with nothing listening;
-- :func:`start_registry` with any ``auth`` section (token auth: ``tests/integration/registry_auth``).
+- :func:`start_registry` with any ``auth`` section (token auth: ``tests/integration/registry_auth``);
+- :func:`start_tls_registry`: HTTPS with a certificate from a test CA, on this machine's routable
+  address (chainmail speaks plain http to loopback registries, as docker does, so TLS needs another
+  address); :func:`routable_ipv4` finds it.
 
 The helpers push with plain ``requests`` (not chainmail's client), so tests of the client
 are not checked against themselves.
@@ -48,11 +51,13 @@ class RegistryServer:
     process: subprocess.Popen[bytes]
     root: Path
     auth: tuple[str, str] | None = None
+    #: The CA file that verifies this registry's certificate; None for plain http.
+    ca: Path | None = None
     _session: object = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ca else 'http'}://{self.host}"
 
     @property
     def http(self):
@@ -61,6 +66,8 @@ class RegistryServer:
 
             self._session = requests.Session()
             self._session.trust_env = False
+            if self.ca:
+                self._session.verify = str(self.ca)
             if self.auth:
                 self._session.auth = self.auth
         return self._session
@@ -196,12 +203,32 @@ def start_registry(tmp: Path, auth: dict | None = None) -> RegistryServer:
     return _start(tmp, auth=auth)
 
 
+def routable_ipv4() -> str:
+    """This machine's address on its default route (no packet is sent); fails when there is none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("198.51.100.1", 9))  # TEST-NET-2: only the route is looked up
+            address = sock.getsockname()[0]
+        except OSError as exc:
+            raise RuntimeError(f"no routable IPv4 address for the TLS registry: {exc}") from None
+    if address.startswith("127.") or address == "0.0.0.0":
+        raise RuntimeError(f"the default route's address is {address}; the TLS registry needs a non-loopback one")
+    return address
+
+
+def start_tls_registry(tmp: Path, cert: Path, key: Path, ca: Path, address: str) -> RegistryServer:
+    """Start an anonymous registry serving HTTPS with ``cert``/``key`` on ``address``; ``ca`` verifies it."""
+    _require_binary()
+    return _start(tmp, tls=(cert, key, ca), address=address)
+
+
 def stop_registry(server: RegistryServer) -> None:
     _stop(server.process)
     shutil.rmtree(server.root, ignore_errors=True)
 
 
-def _start(tmp: Path, *, htpasswd: Path | None = None, auth: dict | None = None) -> RegistryServer:
+def _start(tmp: Path, *, htpasswd: Path | None = None, auth: dict | None = None,
+           tls: tuple[Path, Path, Path] | None = None, address: str = "127.0.0.1") -> RegistryServer:
     port = free_port()
     storage = _storage_dir(tmp)
     config = {
@@ -209,8 +236,10 @@ def _start(tmp: Path, *, htpasswd: Path | None = None, auth: dict | None = None)
         "log": {"level": "error", "accesslog": {"disabled": True}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True},
                     "maintenance": {"uploadpurging": {"enabled": False}}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": "chainmail-test-secret"},
+        "http": {"addr": f"{address}:{port}", "secret": "chainmail-test-secret"},
     }
+    if tls is not None:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     if htpasswd is not None:
         config["auth"] = {"htpasswd": {"realm": "chainmail-test", "path": str(htpasswd)}}
     elif auth is not None:
@@ -219,17 +248,19 @@ def _start(tmp: Path, *, htpasswd: Path | None = None, auth: dict | None = None)
     cfg.write_text(json.dumps(config))  # JSON is YAML
     log = (tmp / "registry.log").open("wb")
     proc = subprocess.Popen([BINARY, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-    server = RegistryServer(f"127.0.0.1:{port}", proc, storage,
-                            (USERNAME, PASSWORD) if htpasswd is not None else None)
+    server = RegistryServer(f"{address}:{port}", proc, storage,
+                            (USERNAME, PASSWORD) if htpasswd is not None else None, tls[2] if tls else None)
     import requests
+    import urllib3
 
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     deadline = time.monotonic() + 15
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited with {proc.returncode}: "
                                f"{(tmp / 'registry.log').read_text()[-2000:]}")
         try:
-            resp = requests.get(f"{server.url}/v2/", timeout=1)
+            resp = requests.get(f"{server.url}/v2/", timeout=1, verify=False)  # only "is it up?"
             if resp.status_code in (200, 401):
                 return server
         except requests.ConnectionError:

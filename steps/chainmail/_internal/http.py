@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
+from chainmail._internal import tls
+
 if TYPE_CHECKING:
     import requests
 
@@ -274,7 +276,7 @@ def _adapter() -> Any:
 
 
 def session() -> requests.Session:
-    """The thread's keep-alive session (environment proxies and CA bundles ignored: TLS is explicit)."""
+    """The thread's keep-alive session (environment proxies and CA bundles ignored: see :mod:`.tls`)."""
     sess = getattr(_local, "session", None)
     if sess is None:
         import requests
@@ -397,10 +399,13 @@ def request(method: str, url: str, *, policy: RetryPolicy | None = None, max_byt
     transient one when the deadline has passed). Raises :class:`TransientError` when the deadline
     passes without any response (connection failures, timeouts, truncated bodies) and
     :class:`BadResponseError` when the server breaks a limit. ``allow_redirects`` defaults to
-    True for GET/HEAD; other methods never follow redirects.
+    True for GET/HEAD; other methods never follow redirects. HTTPS is verified against
+    :func:`chainmail._internal.tls.verify` unless the caller passes ``verify`` (the Kubernetes API does).
     """
     policy = policy or RetryPolicy()
     kwargs.setdefault("timeout", policy.timeout)
+    if "verify" not in kwargs:
+        kwargs["verify"] = tls.verify()
     follow = bool(kwargs.pop("allow_redirects", True)) and method in ("GET", "HEAD")
     kwargs.pop("stream", None)
     started = time.monotonic()

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from chainmail._internal import tls
 from chainmail._internal.encoding import JSONLimitError, load_json
 from chainmail._internal.http import (
     RETRY_STATUSES,
@@ -79,6 +80,7 @@ from chainmail.errors import (
     InputError,
     RegistryAuthError,
     RegistryPushDeniedError,
+    RegistryTLSError,
     RegistryUnreachableError,
     StorageError,
 )
@@ -456,6 +458,11 @@ class RegistryClient:
             raise RegistryUnreachableError(f"registry {where} unreachable: {exc}", hint=hint) from None
         except BadResponseError as exc:
             raise StorageError(f"registry {where}: {method} {urlsplit(url).path}: {exc}") from None
+        except requests.exceptions.SSLError as exc:
+            raise RegistryTLSError(
+                f"registry {where}: TLS certificate of {urlsplit(url).netloc} not trusted ({tls.describe(exc)})",
+                hint=f"add the CA that signed it to {tls.ENV} (PEM files or directories), or the Task's "
+                     "ssl-ca-directory workspace") from None
         except requests.RequestException as exc:
             raise StorageError(f"registry {where}: {type(exc).__name__}: {exc}") from None
         if resp.status_code in RETRY_STATUSES:

@@ -19,6 +19,7 @@ from chainmail.errors import (
     NoMatchingSignatureError,
     NoSignatureError,
     RegistryAuthError,
+    RegistryTLSError,
     RegistryUnreachableError,
     TransparencyError,
     VerificationError,
@@ -29,9 +30,10 @@ from chainmail.verify.model import Verified
 log = logging.getLogger("chainmail.verify")
 
 #: Failures that abort verification instead of counting as a signature that did not verify: the
-#: registry refusing us or gone, the transparency log gone (``--rekor-url``), and configuration that cannot
-#: work (a trusted root sigstore-python cannot load, sigstore-python missing for a keyless bundle).
-FATAL = (RegistryAuthError, RegistryUnreachableError, TransparencyError, ConfigError)
+#: registry refusing us, gone or not trusted (TLS), the transparency log gone (``--rekor-url``), and
+#: configuration that cannot work (a trusted root sigstore-python cannot load, sigstore-python missing
+#: for a keyless bundle).
+FATAL = (RegistryAuthError, RegistryTLSError, RegistryUnreachableError, TransparencyError, ConfigError)
 
 #: Errors a malformed stored document can raise while it is picked apart; reported as a failed check.
 #: (``load_json`` turns hostile nesting into a ValueError, so RecursionError is not among them.)
