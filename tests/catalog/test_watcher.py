@@ -410,6 +410,7 @@ def test_readme_documents_the_sink_and_the_switches() -> None:
     sink = f"http://el-{EL_NAME}.{NAMESPACE}.svc.cluster.local:8080"
     assert "config-events" in readme and sink in readme
     assert "chainmail.sign-successful-only" in readme and "chainmail.dev/skip" in readme
+    # the fallback to Triggers' own roles, for older Triggers, names both
     assert "tekton-triggers-eventlistener-roles" in readme and "tekton-triggers-eventlistener-clusterroles" in readme
     sample = yaml.safe_load((WATCHER / "samples" / "config-events.yaml").read_text())
     assert sample["metadata"] == {**sample["metadata"], "name": "config-events", "namespace": "tekton-pipelines"}
@@ -417,3 +418,19 @@ def test_readme_documents_the_sink_and_the_switches() -> None:
     (el,) = by_kind("EventListener").values()
     assert sink.startswith(f"http://el-{el['metadata']['name']}.{el['metadata']['namespace']}.")
 
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.lstrip("v").split("."))
+
+
+def test_readme_and_e2e_agree_on_the_triggers_version() -> None:
+    """The README's minimum Triggers version is one the e2e could test, and the e2e waits for the listener pod."""
+    readme = (WATCHER / "README.md").read_text()
+    (minimum,) = re.findall(r"Minimum Triggers version: (v[0-9.]+[0-9])", readme)
+    assert f"Tekton Triggers ≥ {minimum}" in readme
+    workflow = (WATCHER.parents[1] / ".github" / "workflows" / "e2e.yaml").read_text()
+    (installed,) = re.findall(r"^\s*TRIGGERS_VERSION: (v[0-9.]+)$", workflow, re.M)
+    assert _version(installed) >= _version(minimum)
+    # a forbidden informer keeps the sink from serving: the pod must become Ready, with nothing refused
+    assert "--for=condition=Ready --timeout=300s pod -l eventlistener=chainmail-watcher" in workflow
+    assert "forbidden" in workflow and "auth can-i" in workflow
