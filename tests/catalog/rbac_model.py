@@ -124,12 +124,13 @@ class Rbac:
         return {(d["kind"], d["metadata"].get("namespace") if d["kind"] == "Role" else None, d["metadata"]["name"]): d
                 for d in self.docs if d["kind"] in ("Role", "ClusterRole")}
 
-    def _rules(self, binding: dict[str, Any]) -> list[dict[str, Any]]:
+    def _rules(self, binding: dict[str, Any], roles: dict[tuple[str, str | None, str], dict[str, Any]],
+               ) -> list[dict[str, Any]]:
         ref = binding["roleRef"]
         b_ns = binding["metadata"].get("namespace") if binding["kind"] == "RoleBinding" else None
         if ref["kind"] == "Role" and binding["kind"] == "ClusterRoleBinding":
             return []  # the API server rejects this; it grants nothing
-        role = self._roles().get((ref["kind"], b_ns if ref["kind"] == "Role" else None, ref["name"]))
+        role = roles.get((ref["kind"], b_ns if ref["kind"] == "Role" else None, ref["name"]))
         if role is None:
             if ref["kind"] == "ClusterRole" and ref["name"] in TRIGGERS_CLUSTER_ROLES:
                 return TRIGGERS_CLUSTER_ROLES[ref["name"]]
@@ -157,11 +158,12 @@ class Rbac:
     def grants(self, account: tuple[str, str]) -> set[Grant]:
         """Every (verb, group, resource, namespace, names) the account holds; wildcards stay ``*``."""
         out: set[Grant] = set()
+        roles = self._roles()
         for binding in self.docs:
             if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding") or not self._binds(binding, account):
                 continue
             namespace = binding["metadata"].get("namespace") if binding["kind"] == "RoleBinding" else CLUSTER
-            for rule in self._rules(binding):
+            for rule in self._rules(binding, roles):
                 names = tuple(sorted(rule.get("resourceNames") or ()))
                 for verb in rule.get("verbs") or []:
                     for group in rule.get("apiGroups") or []:
