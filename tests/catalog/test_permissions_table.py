@@ -1,8 +1,8 @@
 """docs/trust-model.md#permissions says what every account gets; here it is derived from the shipped YAML.
 
-Roles the YAML binds by name but does not ship (Tekton Triggers' two EventListener ClusterRoles) are
-taken with the rules Triggers ships in its release (config/200-clusterrole.yaml), so a change in what
-chainmail binds shows up here even when it is someone else's role.
+A role the YAML binds by name but does not ship (Tekton Triggers' two EventListener ClusterRoles, which the
+watcher no longer binds) is taken with the rules Triggers ships for it (rbac_model.TRIGGERS_CLUSTER_ROLES),
+so binding one again shows up here, as a "Triggers" row, even though it is someone else's role.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rbac_model import TRIGGERS_CLUSTER_ROLES
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "trust-model.md"
@@ -28,24 +29,9 @@ SOURCES = [
 #: Namespaces the samples use as an example of "the team's namespace".
 PLACEHOLDERS = {"team-a": "NS"}
 
-_RUNS = {"apiGroups": ["tekton.dev"], "resources": ["pipelineruns", "pipelineresources", "taskruns"],
-         "verbs": ["create"]}
-TRIGGERS_ROLES: dict[str, list[dict[str, Any]]] = {
-    "tekton-triggers-eventlistener-roles": [
-        {"apiGroups": ["triggers.tekton.dev"],
-         "resources": ["eventlisteners", "triggerbindings", "interceptors", "triggertemplates", "triggers"],
-         "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
-        _RUNS,
-        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    ],
-    "tekton-triggers-eventlistener-clusterroles": [
-        {"apiGroups": ["triggers.tekton.dev"], "resources": ["clustertriggerbindings", "clusterinterceptors"],
-         "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-    ],
-}
+#: Kinds that live outside namespaces: a ClusterRoleBinding grants them at cluster scope, not "in every namespace".
+CLUSTER_SCOPED = {"clusterinterceptors", "clustertriggerbindings", "namespaces", "nodes", "clusterroles",
+                  "clusterrolebindings", "customresourcedefinitions"}
 
 _VERB_ORDER = ["get", "list", "watch", "create", "patch", "update", "delete", "impersonate"]
 
@@ -72,17 +58,19 @@ def derived_rows() -> set[tuple[str, ...]]:
             rules = roles.get((ref["kind"], ref["name"]))
             source = rel
             if rules is None:
-                rules = TRIGGERS_ROLES[ref["name"]]
+                rules = TRIGGERS_CLUSTER_ROLES[ref["name"]]
                 source = f"Triggers ({rel})"
-            if binding["kind"] == "ClusterRoleBinding":
-                where = "every namespace"
-            else:
-                where = binding["metadata"].get("namespace") or where_default
             for subject in binding["subjects"]:
                 namespace = subject.get("namespace") or sa_namespace
                 account = f"{PLACEHOLDERS.get(namespace, namespace)}/{subject['name']}"
                 bound.add(subject["name"])
                 for rule in rules:
+                    if binding["kind"] == "RoleBinding":
+                        where = binding["metadata"].get("namespace") or where_default
+                    elif set(rule["resources"]) <= CLUSTER_SCOPED:
+                        where = "cluster scope"
+                    else:
+                        where = "every namespace"
                     verbs = ", ".join(sorted(rule["verbs"], key=_VERB_ORDER.index))
                     rows.add((account, verbs, _cell_resources(rule), where, source))
         for account in (d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] not in bound):
@@ -116,9 +104,8 @@ def test_the_permissions_table_is_what_the_yaml_grants() -> None:
 
 
 def test_no_account_chainmail_defines_reads_secrets_cluster_wide() -> None:
-    for account, verbs, resources, where, source in derived_rows():
-        if source.startswith("Triggers"):
-            continue
+    """Including through a role someone else ships (test_rbac_scope checks every namespace and verb)."""
+    for account, verbs, resources, where, _source in derived_rows():
         if "secrets" in resources.replace(",", " ").split():
             assert where != "every namespace", (account, resources)
             assert "list" not in verbs and "watch" not in verbs, (account, verbs)

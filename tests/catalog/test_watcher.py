@@ -259,14 +259,16 @@ def test_real_runs_signed_by_chains(shared: Path) -> None:
 # ----------------------------------------------------------------------------------------- RBAC
 
 
-def test_listener_gets_exactly_the_triggers_roles() -> None:
-    rb = by_kind("RoleBinding")["chainmail-listener"]
-    crb = by_kind("ClusterRoleBinding")["chainmail-listener"]
-    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                             "name": "tekton-triggers-eventlistener-roles"}
-    assert crb["roleRef"]["name"] == "tekton-triggers-eventlistener-clusterroles"
-    for binding in (rb, crb):
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "chainmail-listener", "namespace": NAMESPACE}]
+def test_listener_is_bound_to_chainmails_own_roles_only() -> None:
+    """Not to Triggers' EventListener ClusterRoles (Secrets everywhere, impersonation); test_rbac_scope checks the rules."""
+    subject = [{"kind": "ServiceAccount", "name": "chainmail-listener", "namespace": NAMESPACE}]
+    bindings = [d for kind in ("RoleBinding", "ClusterRoleBinding") for d in by_kind(kind).values()
+                if d["subjects"] == subject]
+    assert sorted((b["kind"], b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings) == [
+        ("ClusterRoleBinding", "ClusterRole", "chainmail-listener"), ("RoleBinding", "Role", "chainmail-listener")]
+    assert by_kind("Role")["chainmail-listener"]["metadata"]["namespace"] == NAMESPACE
+    for b in bindings:
+        assert not b["roleRef"]["name"].startswith("tekton-triggers-"), b["metadata"]["name"]
 
 
 def test_signer_cluster_role_is_least_privilege() -> None:
@@ -408,9 +410,27 @@ def test_readme_documents_the_sink_and_the_switches() -> None:
     sink = f"http://el-{EL_NAME}.{NAMESPACE}.svc.cluster.local:8080"
     assert "config-events" in readme and sink in readme
     assert "chainmail.sign-successful-only" in readme and "chainmail.dev/skip" in readme
+    # the fallback to Triggers' own roles, for older Triggers, names both
     assert "tekton-triggers-eventlistener-roles" in readme and "tekton-triggers-eventlistener-clusterroles" in readme
     sample = yaml.safe_load((WATCHER / "samples" / "config-events.yaml").read_text())
     assert sample["metadata"] == {**sample["metadata"], "name": "config-events", "namespace": "tekton-pipelines"}
     assert sample["data"]["sink"] == sink
     (el,) = by_kind("EventListener").values()
     assert sink.startswith(f"http://el-{el['metadata']['name']}.{el['metadata']['namespace']}.")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.lstrip("v").split("."))
+
+
+def test_readme_and_e2e_agree_on_the_triggers_version() -> None:
+    """The README's minimum Triggers version is one the e2e could test, and the e2e waits for the listener pod."""
+    readme = (WATCHER / "README.md").read_text()
+    (minimum,) = re.findall(r"Minimum Triggers version: (v[0-9.]+[0-9])", readme)
+    assert f"Tekton Triggers ≥ {minimum}" in readme
+    workflow = (WATCHER.parents[1] / ".github" / "workflows" / "e2e.yaml").read_text()
+    (installed,) = re.findall(r"^\s*TRIGGERS_VERSION: (v[0-9.]+)$", workflow, re.M)
+    assert _version(installed) >= _version(minimum)
+    # a forbidden informer keeps the sink from serving: the pod must become Ready, with nothing refused
+    assert "--for=condition=Ready --timeout=300s pod -l eventlistener=chainmail-watcher" in workflow
+    assert "forbidden" in workflow and "auth can-i" in workflow
