@@ -29,6 +29,8 @@ system-deps: ## Debian packages and npm verifiers the tests use (installed when 
 	@missing=""; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \

@@ -4,18 +4,31 @@ It follows the real API server where chainmail can tell the difference:
 
 - ``GET``/``LIST``/``PATCH``/``POST``/``PUT``/``DELETE`` of ``taskruns``, ``pipelineruns`` and
   ``customruns`` under ``/apis/tekton.dev/v1/namespaces/{ns}/…`` (and cluster-wide lists under
-  ``/apis/tekton.dev/v1/{plural}``), and of core ``secrets``, ``configmaps`` and
-  ``serviceaccounts`` under ``/api/v1/…``;
+  ``/apis/tekton.dev/v1/{plural}``), of core ``secrets``, ``configmaps`` and
+  ``serviceaccounts`` under ``/api/v1/…``, and of ``deployments`` under ``/apis/apps/v1/…``;
+  anything else is a 404;
+- discovery (``/api``, ``/apis``, ``/api/v1``, ``/apis/{group}/{version}``) lists exactly these
+  (tests/doubles/kube_discovery.py) to any authenticated user, as the default ``system:discovery``
+  binding does, and ``/version`` answers without credentials, so a real
+  ``kubectl`` finds its resources here (it sends a kubeconfig's credentials only over TLS: use
+  ``tls=True``, or the ``kube_api_https`` fixture);
+- ``Accept`` must allow plain JSON (406 otherwise: no Table, protobuf or aggregated discovery);
 - lists honour ``labelSelector`` (``=``, ``==``, ``!=``, ``in``, ``notin``, ``key``, ``!key``) and
   ``limit``/``continue`` paging; an unknown continue token is a 400;
-- ``PATCH`` accepts only ``application/merge-patch+json`` (RFC 7386: ``null`` deletes); a
-  ``metadata.resourceVersion`` (or ``uid``) in the patch is a precondition → 409 Conflict;
+- ``PATCH`` accepts ``application/merge-patch+json`` (RFC 7386: ``null`` deletes) and
+  ``application/json-patch+json`` (RFC 6902, all or nothing; an operation that does not apply is a
+  422), nothing else (415: no strategic merge or apply patches); a ``metadata.resourceVersion`` (or
+  ``uid``) the patch sets is a precondition → 409 Conflict; ``POST``/``PUT`` bodies must be JSON (415);
   ``resourceVersion`` is a cluster-wide counter bumped on every write that changes the object;
   annotations over 256 KiB are rejected with 422 like the real server;
 - ``POST`` of an existing name → 409 AlreadyExists; ``PUT`` of an immutable Secret's data → 422;
-- ``status`` is a subresource of the Tekton kinds, as in Tekton's CRDs: a write to the object
-  itself never changes ``.status`` (nor does a create set it); ``…/{name}/status`` reads and
-  writes only ``.status``;
+- ``status`` is a subresource of the Tekton kinds, as in Tekton's CRDs, and of Deployments: a write
+  to the object itself never changes ``.status`` (nor does a create set it); ``…/{name}/status``
+  reads and writes only ``.status``; a Deployment's ``…/{name}/scale`` is an ``autoscaling/v1``
+  Scale whose ``spec.replicas`` reads and writes the Deployment's (RBAC: ``deployments/scale``);
+- writes are validated where a client could get them wrong: string annotation, label and
+  ConfigMap values, non-empty finalizers (an emptied list is dropped), a Deployment's replicas
+  and container ``args``/``command``;
 - a ``continue`` token older than :attr:`KubeApiDouble.max_token_age` seconds, or issued before
   :meth:`KubeApiDouble.expire_continue_tokens`, is answered 410 Gone (reason ``Expired``);
 - bearer-token auth (401 without or with an unknown token, 403 for rules added with
@@ -61,8 +74,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from doubles import kube_discovery
+from doubles.json_patch import JsonPatchError, json_patch
+
 TEKTON = "tekton.dev/v1"
 CORE = "v1"
+APPS = "apps/v1"
 KINDS = {
     "taskruns": ("TaskRun", TEKTON),
     "pipelineruns": ("PipelineRun", TEKTON),
@@ -70,6 +87,15 @@ KINDS = {
     "secrets": ("Secret", CORE),
     "configmaps": ("ConfigMap", CORE),
     "serviceaccounts": ("ServiceAccount", CORE),
+    "deployments": ("Deployment", APPS),
+}
+#: Subresources per plural: ``status`` as Tekton's CRDs and the Deployment API have it, and a
+#: Deployment's ``scale`` (an ``autoscaling/v1`` Scale, what ``kubectl scale`` writes).
+SUBRESOURCES: dict[str, frozenset[str]] = {
+    "taskruns": frozenset({"status"}),
+    "pipelineruns": frozenset({"status"}),
+    "customruns": frozenset({"status"}),
+    "deployments": frozenset({"status", "scale"}),
 }
 PLURALS = {kind: plural for plural, (kind, _) in KINDS.items()}
 MAX_ANNOTATIONS = 256 * 1024
@@ -206,13 +232,27 @@ class _HandledError(Exception):
 
 
 _ROUTES = (
-    re.compile(r"^/apis/(tekton\.dev/v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/(status))?)?/?$"),
-    re.compile(r"^/apis/(tekton\.dev/v1)/([^/]+)/?$"),
-    re.compile(r"^/api/(v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/(status))?)?/?$"),
+    re.compile(r"^/apis/([^/]+/[^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/([^/]+))?)?/?$"),
+    re.compile(r"^/apis/([^/]+/[^/]+)/([^/]+)/?$"),
+    re.compile(r"^/api/(v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/([^/]+))?)?/?$"),
     re.compile(r"^/api/(v1)/([^/]+)/?$"),
 )
 #: Kinds whose ``status`` is a subresource (Tekton's CRDs enable ``subresources.status``).
-STATUS_SUBRESOURCE = frozenset({"taskruns", "pipelineruns", "customruns"})
+STATUS_SUBRESOURCE = frozenset(p for p, subs in SUBRESOURCES.items() if "status" in subs)
+#: PATCH bodies the double applies (a real server also takes strategic merge and apply patches for
+#: built-in kinds; the double answers those 415 rather than apply them wrongly).
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json")
+
+
+def api_group(plural: str) -> str:
+    """The API group of ``plural`` ('' for the core group)."""
+    return KINDS[plural][1].rpartition("/")[0]
+
+
+def qualified(plural: str) -> str:
+    """``plural.group`` as the API server names a resource in messages (``taskruns.tekton.dev``)."""
+    group = api_group(plural)
+    return f"{plural}.{group}" if group else plural
 
 
 def _route5(path: str) -> tuple[str, str, str | None, str | None, str | None] | None:
@@ -233,6 +273,58 @@ def _route(path: str) -> tuple[str, str, str | None, str | None] | None:
     """(group, plural, namespace, name) of an API path."""
     route = _route5(path)
     return None if route is None else route[:4]
+
+
+def _check_accept(headers: Any) -> None:
+    """406 unless ``Accept`` allows plain JSON (the double serves no Table, protobuf or YAML form)."""
+    accept = headers.get("Accept")
+    if not accept:
+        return
+    for media_range in accept.split(","):
+        media_type, *params = (part.strip() for part in media_range.split(";"))
+        if media_type in ("application/json", "application/*", "*/*") and not any(
+                p.partition("=")[0].strip() in ("as", "g", "v") for p in params):
+            return
+    raise _HandledError(406, status_body(406, "NotAcceptable",
+                                         "only the following media types are accepted: application/json"))
+
+
+def _media_type(headers: Any) -> str:
+    return (headers.get("Content-Type") or "").split(";")[0].strip()
+
+
+def _patch_type(headers: Any) -> str:
+    """A PATCH body's type; 415 for one the double does not apply."""
+    ctype = _media_type(headers)
+    if ctype not in PATCH_TYPES:
+        raise _HandledError(415, status_body(415, "UnsupportedMediaType",
+                                             "the body of the request was in an unknown format - accepted media "
+                                             f"types include: {', '.join(PATCH_TYPES)}"))
+    return ctype
+
+
+def _check_body_type(headers: Any) -> None:
+    """A POST/PUT body must be JSON (no Content-Type is taken as JSON, as the API server does)."""
+    ctype = _media_type(headers)
+    if ctype and ctype != "application/json":
+        raise _HandledError(415, status_body(415, "UnsupportedMediaType",
+                                             "the body of the request was in an unknown format - accepted media "
+                                             "types include: application/json"))
+
+
+def _scale_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    """A Deployment's ``scale`` subresource (``spec.replicas`` defaults to 1, as the API server defaults it)."""
+    meta = deployment["metadata"]
+    labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                     if k in meta},
+        "spec": {"replicas": (deployment.get("spec") or {}).get("replicas", 1)},
+        "status": {"replicas": (deployment.get("status") or {}).get("replicas", 0),
+                   "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items()))},
+    }
 
 
 def _now() -> str:
@@ -369,7 +461,7 @@ class KubeApiDouble:
         """Successful PATCHes that set ``chains.tekton.dev/signed: "true"``, per (plural, namespace, name)."""
         out: Counter[tuple[str, str, str]] = Counter()
         for r in self.writes():
-            notes = ((r.body or {}).get("metadata") or {}).get("annotations") or {}
+            notes = ((r.body if isinstance(r.body, dict) else {}).get("metadata") or {}).get("annotations") or {}
             if notes.get("chains.tekton.dev/signed") == "true" and r.key:
                 out[r.key] += 1
         return out
@@ -512,6 +604,8 @@ class KubeApiDouble:
                 code = int(fault.status or 500)
                 return code, status_body(code, _REASONS.get(code, "InternalError" if code >= 500 else "BadRequest"),
                                          f"injected fault (HTTP {code})"), extra, user
+            if path.rstrip("/") == "/version" and method == "GET" and not headers.get("Authorization"):
+                return 200, dict(kube_discovery.VERSION), {}, "system:anonymous"
             user = self._authenticate(headers, peer_cn)
             code, doc = self._dispatch(method, path, query, headers, body, user)
             return code, doc, {}, user
@@ -520,9 +614,17 @@ class KubeApiDouble:
 
     def _dispatch(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes,
                   user: str) -> tuple[int, dict[str, Any]]:
+        found = (dict(kube_discovery.VERSION) if path.rstrip("/") == "/version" else
+                 kube_discovery.document(path, KINDS, SUBRESOURCES, self.url.split("://", 1)[1]))
+        if found is not None:  # any authenticated user may read discovery (the default system:discovery role)
+            if method != "GET":
+                raise _HandledError(405, status_body(405, "MethodNotAllowed",
+                                                "the server does not allow this method on the requested resource"))
+            _check_accept(headers)
+            return 200, found
         route = _route5(path)
         if route is None or route[1] not in KINDS or KINDS[route[1]][1] != route[0] or (
-                route[4] and route[1] not in STATUS_SUBRESOURCE):
+                route[4] and route[4] not in SUBRESOURCES.get(route[1], ())):
             raise _HandledError(404, status_body(404, "NotFound", "the server could not find the requested resource",
                                             {}))
         _, plural, ns, name, sub = route
@@ -538,25 +640,26 @@ class KubeApiDouble:
         self._rbac_check(user, verb, plural, ns, name, sub)
         if verb == "watch":
             raise _HandledError(405, status_body(405, "MethodNotAllowed", "the double does not serve watches"))
+        _check_accept(headers)
+        patch_type = _patch_type(headers) if verb == "patch" else None
+        if verb in ("create", "update"):
+            _check_body_type(headers)
         payload: Any = None
         if body:
             try:
                 payload = json.loads(body)
             except ValueError as exc:
                 raise _HandledError(400, status_body(400, "BadRequest", f"error decoding body: {exc}")) from None
+        if sub == "scale":
+            return 200, self._scale(verb, ns, name, payload, patch_type)  # type: ignore[arg-type]
         if sub:
-            return 200, self._status_write(verb, plural, ns, name, payload, headers)  # type: ignore[arg-type]
+            return 200, self._status_write(verb, plural, ns, name, payload, patch_type)  # type: ignore[arg-type]
         if verb == "get":
             return 200, self._get(plural, ns, name)  # type: ignore[arg-type]
         if verb == "list":
             return 200, self._list(plural, ns, query)
         if verb == "patch":
-            ctype = (headers.get("Content-Type") or "").split(";")[0].strip()
-            if ctype != "application/merge-patch+json":
-                raise _HandledError(415, status_body(415, "UnsupportedMediaType",
-                                                "the body of the request was in an unknown format - accepted "
-                                                "media types include: application/merge-patch+json"))
-            return 200, self._patch(plural, ns, name, payload)  # type: ignore[arg-type]
+            return 200, self._patch(plural, ns, name, payload, patch_type)  # type: ignore[arg-type]
         if verb == "create":
             return 201, self._create(plural, ns, payload)  # type: ignore[arg-type]
         if verb == "update":
@@ -578,30 +681,29 @@ class KubeApiDouble:
         token = auth[7:].strip() if auth.startswith("Bearer ") else None
         for f_verb, f_plural, f_token in self._forbidden:
             if (f_verb in (None, verb)) and (f_plural in (None, plural)) and (f_token in (None, token)):
-                group = KINDS[plural][1]
-                res = f"{plural}.tekton.dev" if group == TEKTON else plural
-                api_group = "tekton.dev" if group == TEKTON else ""
+                group, res = api_group(plural), qualified(plural)
                 where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
                 subject = f'{res} "{name}" is forbidden' if name else f"{res} is forbidden"
                 raise _HandledError(403, status_body(
                     403, "Forbidden",
-                    f'{subject}: User "{user}" cannot {verb} resource "{plural}" in API group "{api_group}"{where}',
-                    {"name": name or "", "group": api_group, "kind": plural}))
+                    f'{subject}: User "{user}" cannot {verb} resource "{plural}" in API group "{group}"{where}',
+                    {"name": name or "", "group": group, "kind": plural}))
 
     def _rbac_check(self, user: str, verb: str, plural: str, ns: str | None, name: str | None,
                     sub: str | None) -> None:
         if self.can(user, verb, plural, ns, name, sub):
             return
-        api_group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
+        group = api_group(plural)
         resource = f"{plural}/{sub}" if sub else plural
         where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
-        subject = f'{self._qualified(plural)} "{name}" is forbidden' if name else f"{self._qualified(plural)} is forbidden"
+        subject = f'{qualified(plural)} "{name}" is forbidden' if name else f"{qualified(plural)} is forbidden"
         raise _HandledError(403, status_body(
             403, "Forbidden",
-            f'{subject}: User "{user}" cannot {verb} resource "{resource}" in API group "{api_group}"{where}',
-            {"name": name or "", "group": api_group, "kind": plural}))
+            f'{subject}: User "{user}" cannot {verb} resource "{resource}" in API group "{group}"{where}',
+            {"name": name or "", "group": group, "kind": plural}))
 
-    def _status_write(self, verb: str, plural: str, ns: str, name: str, payload: Any, headers: Any) -> dict[str, Any]:
+    def _status_write(self, verb: str, plural: str, ns: str, name: str, payload: Any,
+                      patch_type: str | None) -> dict[str, Any]:
         """``…/{name}/status``: read the object, or change only its ``.status``."""
         if verb == "get":
             return self._get(plural, ns, name)
@@ -610,23 +712,15 @@ class KubeApiDouble:
             if old is None:
                 raise self._not_found(plural, name)
             if verb == "patch":
-                ctype = (headers.get("Content-Type") or "").split(";")[0].strip()
-                if ctype != "application/merge-patch+json":
-                    raise _HandledError(415, status_body(415, "UnsupportedMediaType",
-                                                    "the body of the request was in an unknown format - accepted "
-                                                    "media types include: application/merge-patch+json"))
-                if not isinstance(payload, dict):
-                    raise _HandledError(400, status_body(400, "BadRequest", "a merge patch must be a JSON object"))
-                want_rv = (payload.get("metadata") or {}).get("resourceVersion")
-                new_status = merge_patch(old, payload).get("status")
+                new_status = self._apply_patch(plural, name, old, payload, patch_type).get("status")
             else:
                 if not isinstance(payload, dict) or (payload.get("metadata") or {}).get("name") != name:
                     raise _HandledError(400, status_body(400, "BadRequest",
                                                     "the name of the object does not match the URL"))
                 want_rv = (payload.get("metadata") or {}).get("resourceVersion")
+                if want_rv is not None and str(want_rv) != old["metadata"]["resourceVersion"]:
+                    raise self._conflict(plural, name)
                 new_status = payload.get("status")
-            if want_rv is not None and str(want_rv) != old["metadata"]["resourceVersion"]:
-                raise self._conflict(plural, name)
             updated = copy.deepcopy(old)
             if new_status is None:
                 updated.pop("status", None)
@@ -637,21 +731,88 @@ class KubeApiDouble:
                 self.objects[(plural, ns, name)] = updated
             return copy.deepcopy(updated)
 
-    def _qualified(self, plural: str) -> str:
-        return f"{plural}.tekton.dev" if KINDS[plural][1] == TEKTON else plural
+    def _scale(self, verb: str, ns: str, name: str, payload: Any, patch_type: str | None) -> dict[str, Any]:
+        """``deployments/{name}/scale``: the Deployment seen, and resized, as an ``autoscaling/v1`` Scale."""
+        with self.lock:
+            old = self.objects.get(("deployments", ns, name))
+            if old is None:
+                raise self._not_found("deployments", name)
+            scale = _scale_of(old)
+            if verb == "get":
+                return scale
+            if verb == "patch":
+                wanted = self._apply_patch("deployments", name, scale, payload, patch_type)
+            else:
+                if not isinstance(payload, dict) or (payload.get("metadata") or {}).get("name") != name:
+                    raise _HandledError(400, status_body(400, "BadRequest",
+                                                    "the name of the object does not match the URL"))
+                want_rv = (payload.get("metadata") or {}).get("resourceVersion")
+                if want_rv and str(want_rv) != old["metadata"]["resourceVersion"]:
+                    raise self._conflict("deployments", name)
+                wanted = payload
+            replicas = (wanted.get("spec") or {}).get("replicas", 0)
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise _HandledError(422, status_body(
+                    422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
+                                    f"{json.dumps(replicas)}: must be greater than or equal to 0",
+                    {"name": name, "group": "autoscaling", "kind": "Scale"}))
+            updated = copy.deepcopy(old)
+            updated.setdefault("spec", {})["replicas"] = replicas
+            if updated != old:
+                updated["metadata"]["resourceVersion"] = self.next_rv()
+                self.objects[("deployments", ns, name)] = updated
+            return _scale_of(updated)
+
+    def _apply_patch(self, plural: str, name: str, obj: dict[str, Any], payload: Any,
+                     patch_type: str | None) -> dict[str, Any]:
+        """``obj`` with a merge or JSON patch applied, as the API server applies one.
+
+        A ``metadata.resourceVersion`` or ``uid`` the patch sets is a precondition (409 when it differs
+        from the object's); the object's identity (name, namespace, uid, resourceVersion, creation time,
+        apiVersion, kind) is kept whatever the patch says.
+        """
+        if patch_type == "application/merge-patch+json":
+            if not isinstance(payload, dict):
+                raise _HandledError(400, status_body(400, "BadRequest", "a merge patch must be a JSON object"))
+            updated = merge_patch(obj, payload)
+        else:
+            if not isinstance(payload, list):
+                raise _HandledError(400, status_body(400, "BadRequest", "a JSON patch must be a JSON array"))
+            try:
+                updated = json_patch(obj, payload)
+            except JsonPatchError as exc:
+                raise _HandledError(422, status_body(422, "Invalid", str(exc))) from None
+        if not isinstance(updated, dict) or not isinstance(updated.get("metadata"), dict):
+            raise _HandledError(422, status_body(422, "Invalid", "metadata: Required value"))
+        meta, old_meta = updated["metadata"], obj["metadata"]
+        want_rv = meta.get("resourceVersion")
+        if want_rv is not None and str(want_rv) != old_meta["resourceVersion"]:
+            raise self._conflict(plural, name)
+        want_uid = meta.get("uid")
+        if want_uid is not None and want_uid != old_meta.get("uid"):
+            raise _HandledError(409, status_body(
+                409, "Conflict",
+                f"Precondition failed: UID in precondition: {want_uid}, UID in object meta: {old_meta.get('uid')}"))
+        for key in ("resourceVersion", "uid", "name", "namespace", "creationTimestamp"):
+            if key in old_meta:
+                meta[key] = old_meta[key]
+        for key in ("apiVersion", "kind"):
+            if key in obj:
+                updated[key] = obj[key]
+        if meta.get("finalizers") == []:
+            del meta["finalizers"]  # the API server drops an empty list
+        return updated
 
     def _not_found(self, plural: str, name: str) -> _HandledError:
-        group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
-        return _HandledError(404, status_body(404, "NotFound", f'{self._qualified(plural)} "{name}" not found',
-                                         {"name": name, "group": group, "kind": plural}))
+        return _HandledError(404, status_body(404, "NotFound", f'{qualified(plural)} "{name}" not found',
+                                         {"name": name, "group": api_group(plural), "kind": plural}))
 
     def _conflict(self, plural: str, name: str) -> _HandledError:
-        group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
         return _HandledError(409, status_body(
             409, "Conflict",
-            f'Operation cannot be fulfilled on {self._qualified(plural)} "{name}": the object has been modified; '
+            f'Operation cannot be fulfilled on {qualified(plural)} "{name}": the object has been modified; '
             "please apply your changes to the latest version and try again",
-            {"name": name, "group": group, "kind": plural}))
+            {"name": name, "group": api_group(plural), "kind": plural}))
 
     def _get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
         with self.lock:
@@ -704,7 +865,7 @@ class KubeApiDouble:
                                     if match((self.objects[k].get("metadata") or {}).get("labels") or {}))
                     break
                 item = copy.deepcopy(obj)
-                if group == CORE:  # typed core lists leave out each item's apiVersion/kind
+                if group != TEKTON:  # typed (built-in) lists leave out each item's apiVersion/kind
                     item.pop("apiVersion", None)
                     item.pop("kind", None)
                 items.append(item)
@@ -727,31 +888,41 @@ class KubeApiDouble:
                 422, "Invalid",
                 f"{obj.get('kind')} \"{meta.get('name')}\" is invalid: metadata.annotations: Too long: "
                 f"must have at most {MAX_ANNOTATIONS} bytes"))
+        finalizers = meta.get("finalizers") or []
+        if not isinstance(finalizers, list) or not all(isinstance(f, str) and f for f in finalizers):
+            raise self._invalid(obj, "metadata.finalizers", finalizers, "each must be a non-empty string")
+        if obj.get("kind") == "ConfigMap" and not all(isinstance(v, str) for v in (obj.get("data") or {}).values()):
+            raise _HandledError(400, status_body(400, "BadRequest", "ConfigMap data: values must be strings"))
+        if obj.get("kind") == "Deployment":
+            spec = obj.get("spec") or {}
+            replicas = spec.get("replicas", 1)
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise self._invalid(obj, "spec.replicas", replicas, "must be greater than or equal to 0")
+            containers = ((spec.get("template") or {}).get("spec") or {}).get("containers")
+            if not isinstance(containers, list) or not containers:
+                raise self._invalid(obj, "spec.template.spec.containers", containers, "must have at least one")
+            for i, container in enumerate(containers):
+                for field_name in ("command", "args"):
+                    values = container.get(field_name, []) if isinstance(container, dict) else None
+                    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                        raise self._invalid(obj, f"spec.template.spec.containers[{i}].{field_name}", values,
+                                            "must be a list of strings")
 
-    def _patch(self, plural: str, ns: str, name: str, patch: Any) -> dict[str, Any]:
-        if not isinstance(patch, dict):
-            raise _HandledError(400, status_body(400, "BadRequest", "a merge patch must be a JSON object"))
+    @staticmethod
+    def _invalid(obj: dict[str, Any], field_path: str, value: Any, why: str) -> _HandledError:
+        kind, name = obj.get("kind"), (obj.get("metadata") or {}).get("name")
+        group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+        return _HandledError(422, status_body(
+            422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {field_path}: '
+                            f"Invalid value: {json.dumps(value)}: {why}",
+            {"name": name or "", "group": group, "kind": kind}))
+
+    def _patch(self, plural: str, ns: str, name: str, patch: Any, patch_type: str | None) -> dict[str, Any]:
         with self.lock:
             obj = self.objects.get((plural, ns, name))
             if obj is None:
                 raise self._not_found(plural, name)
-            pmeta = patch.get("metadata") or {}
-            want_rv = pmeta.get("resourceVersion")
-            if want_rv is not None and str(want_rv) != obj["metadata"]["resourceVersion"]:
-                raise self._conflict(plural, name)
-            want_uid = pmeta.get("uid")
-            if want_uid is not None and want_uid != obj["metadata"].get("uid"):
-                raise _HandledError(409, status_body(
-                    409, "Conflict",
-                    f"Precondition failed: UID in precondition: {want_uid}, UID in object meta: "
-                    f"{obj['metadata'].get('uid')}"))
-            if isinstance(patch.get("metadata"), dict):
-                patch = dict(patch)
-                patch["metadata"] = {k: v for k, v in patch["metadata"].items()
-                                     if k not in ("resourceVersion", "uid", "name", "namespace",
-                                                  "creationTimestamp")}
-            updated = merge_patch(obj, patch)
-            updated["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            updated = self._apply_patch(plural, name, obj, patch, patch_type)
             _keep_status(plural, obj, updated)
             self._validate(updated)
             if updated != obj:
@@ -765,10 +936,9 @@ class KubeApiDouble:
         name = body["metadata"]["name"]
         with self.lock:
             if (plural, ns, name) in self.objects:
-                group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
                 raise _HandledError(409, status_body(409, "AlreadyExists",
-                                                f'{self._qualified(plural)} "{name}" already exists',
-                                                {"name": name, "group": group, "kind": plural}))
+                                                f'{qualified(plural)} "{name}" already exists',
+                                                {"name": name, "group": api_group(plural), "kind": plural}))
             obj = self._normalise(plural, ns, body)
             if plural in STATUS_SUBRESOURCE:
                 obj.pop("status", None)  # the status subresource: a create does not set it
@@ -808,8 +978,7 @@ class KubeApiDouble:
         with self.lock:
             if self.objects.pop((plural, ns, name), None) is None:
                 raise self._not_found(plural, name)
-        group = "tekton.dev" if KINDS[plural][1] == TEKTON else ""
-        return status_body(200, "", "", {"name": name, "group": group, "kind": plural})
+        return status_body(200, "", "", {"name": name, "group": api_group(plural), "kind": plural})
 
     def _normalise(self, plural: str, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(body)
@@ -867,7 +1036,7 @@ def _rbac_allows(docs: list[dict[str, Any]], user: str, groups: tuple[str, ...],
     """The RBAC authoriser's decision for one request (``system:masters`` may do anything)."""
     if "system:masters" in groups:
         return True
-    group = "tekton.dev" if api_version == TEKTON else ""
+    group = api_version.rpartition("/")[0]
     roles = {(d["kind"], (d.get("metadata") or {}).get("namespace"), (d.get("metadata") or {}).get("name")): d
              for d in docs if d.get("kind") in ("Role", "ClusterRole")}
     for binding in docs:
@@ -1145,18 +1314,29 @@ WATCHER_RBAC = Path(__file__).resolve().parents[2] / "pipelines" / "chainmail-wa
 WATCHER_SIGNER = "system:serviceaccount:chainmail:chainmail-signer"
 
 
-@pytest.fixture
-def kube_api() -> Iterator[KubeApiDouble]:
-    """A fresh API double on 127.0.0.1 (plain HTTP), as strict as the API server: RBAC enforced, and the
-    bearer token ``kube_api.token`` is the watcher's ``chainmail-signer`` account with exactly what
-    pipelines/chainmail-watcher/rbac.yaml grants it. ``use_admin_token()`` for what an admin does."""
-    api = KubeApiDouble(rbac=True).start()
+def _watcher_double(*, tls: bool) -> Iterator[KubeApiDouble]:
+    api = KubeApiDouble(rbac=True, tls=tls).start()
     api.load_rbac(WATCHER_RBAC)
     api.tokens[api.token] = WATCHER_SIGNER
     try:
         yield api
     finally:
         api.stop()
+
+
+@pytest.fixture
+def kube_api() -> Iterator[KubeApiDouble]:
+    """A fresh API double on 127.0.0.1 (plain HTTP), as strict as the API server: RBAC enforced, and the
+    bearer token ``kube_api.token`` is the watcher's ``chainmail-signer`` account with exactly what
+    pipelines/chainmail-watcher/rbac.yaml grants it. ``use_admin_token()`` for what an admin does."""
+    yield from _watcher_double(tls=False)
+
+
+@pytest.fixture
+def kube_api_https() -> Iterator[KubeApiDouble]:
+    """``kube_api`` served over HTTPS from its own CA: what a real ``kubectl`` needs, since it sends a
+    kubeconfig's credentials only over TLS (to a plain-HTTP server it sends none and gets 401)."""
+    yield from _watcher_double(tls=True)
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import requests
 from doubles.kube import completed_taskrun, merge_patch, parse_selector
 
 
-def _req(api, method, path, body=None, ctype="application/merge-patch+json", token=None):
+def _req(api, method, path, body=None, ctype=None, token=None):
     headers = {"Authorization": f"Bearer {token or api.token}"}
-    if body is not None:
-        headers["Content-Type"] = ctype
+    if body is not None:  # a merge patch, or a whole object for POST/PUT
+        headers["Content-Type"] = ctype or ("application/merge-patch+json" if method == "PATCH" else "application/json")
     sess = requests.Session()
     sess.trust_env = False
     return sess.request(method, api.url + path, headers=headers,
@@ -49,8 +49,11 @@ def test_status_bodies_and_codes(kube_api):
                            "code": 404, "details": {"name": "missing", "group": "tekton.dev", "kind": "taskruns"}}
     assert _req(kube_api, "GET", "/apis/tekton.dev/v1/namespaces/default/pods").status_code == 404
     assert _req(kube_api, "GET", f"{base}/build", token="nope").json()["reason"] == "Unauthorized"
+    resp = _req(kube_api, "PATCH", f"{base}/build", {"metadata": {"labels": {"a": "b"}}},
+                ctype="application/strategic-merge-patch+json")
+    assert resp.status_code == 415  # CRDs take no strategic merge patch
     resp = _req(kube_api, "PATCH", f"{base}/build", [{"op": "add"}], ctype="application/json-patch+json")
-    assert resp.status_code == 415
+    assert resp.status_code == 422 and resp.json()["reason"] == "Invalid"  # a JSON patch op with no path
     resp = _req(kube_api, "GET", f"{base}?continue=garbage")
     assert resp.status_code == 400
     resp = _req(kube_api, "GET", f"{base}?labelSelector=a%20in%20(")

@@ -16,8 +16,8 @@ SECRET = "/api/v1/namespaces/{ns}/secrets/{name}"
 
 def _req(api: KubeApiDouble, method: str, path: str, body: object = None, token: str | None = None) -> requests.Response:
     headers = {"Authorization": f"Bearer {token or api.token}"}
-    if body is not None:
-        headers["Content-Type"] = "application/merge-patch+json"
+    if body is not None:  # a merge patch, or a whole object for POST/PUT
+        headers["Content-Type"] = "application/merge-patch+json" if method == "PATCH" else "application/json"
     with requests.Session() as sess:
         sess.trust_env = False
         return sess.request(method, api.url + path, headers=headers,
