@@ -73,8 +73,27 @@ SUBJECT = obj(("kind", "name"), kind={"enum": ["ServiceAccount", "User", "Group"
               apiGroup=STR)
 LABEL_SELECTOR = obj(matchLabels=STR_MAP)
 
+ADMISSION = "admissionregistration.k8s.io/v1"
+NAMED_EXPRESSION = obj(("name", "expression"), name=STR, expression=STR)
+VALIDATION = obj(("expression",), expression=STR, message=STR, messageExpression=STR,
+                 reason={"enum": ["Unauthorized", "Forbidden", "Invalid", "RequestEntityTooLarge"]})
+RESOURCE_RULE = obj(("apiGroups", "apiVersions", "resources", "operations"), apiGroups=STR_LIST,
+                    apiVersions=STR_LIST, resources=STR_LIST,
+                    operations=arr({"enum": ["*", "CREATE", "UPDATE", "DELETE", "CONNECT"]}),
+                    scope={"enum": ["*", "Cluster", "Namespaced"]})
 RBAC = "rbac.authorization.k8s.io/v1"
 CORE_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    (ADMISSION, "ValidatingAdmissionPolicy"): top(
+        "ValidatingAdmissionPolicy", ADMISSION, ("metadata", "spec"), spec=obj(
+            ("matchConstraints", "validations"), failurePolicy={"enum": ["Fail", "Ignore"]},
+            matchConstraints=obj(("resourceRules",), namespaceSelector=LABEL_SELECTOR,
+                                 resourceRules=arr(RESOURCE_RULE, 1)),
+            matchConditions=arr(NAMED_EXPRESSION), variables=arr(NAMED_EXPRESSION),
+            validations=arr(VALIDATION, 1))),
+    (ADMISSION, "ValidatingAdmissionPolicyBinding"): top(
+        "ValidatingAdmissionPolicyBinding", ADMISSION, ("metadata", "spec"), spec=obj(
+            ("policyName", "validationActions"), policyName=STR,
+            validationActions=arr({"enum": ["Deny", "Warn", "Audit"]}, 1))),
     ("v1", "Namespace"): top("Namespace", "v1"),
     ("v1", "ServiceAccount"): top("ServiceAccount", "v1", automountServiceAccountToken=BOOL,
                                   imagePullSecrets=arr(obj(("name",), name=STR))),

@@ -76,6 +76,7 @@ import pytest
 
 from doubles import kube_discovery
 from doubles.json_patch import JsonPatchError, json_patch
+from doubles.pki import TestCA
 
 TEKTON = "tekton.dev/v1"
 CORE = "v1"
@@ -1134,55 +1135,11 @@ def _tempdir() -> str:
 
 def _make_pki() -> dict[str, bytes]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate (CN chainmail-client)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("kube-double-ca")).issuer_name(name("kube-double-ca"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-
-    def leaf(cn: str, server: bool) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                         else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                             x509.DNSName("localhost")]), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
-
-    server_cert, server_key = leaf("127.0.0.1", True)
-    client_cert, client_key = leaf("chainmail-client", False)
-    return {
-        "ca_cert": ca.public_bytes(serialization.Encoding.PEM),
-        "server_cert": server_cert,
-        "server_key": server_key,
-        "client_cert": client_cert,
-        "client_key": client_key,
-    }
+    ca = TestCA("kube-double-ca")
+    server_cert, server_key = ca.issue("127.0.0.1", server_names=("127.0.0.1", "localhost"))
+    client_cert, client_key = ca.issue("chainmail-client", client=True)
+    return {"ca_cert": ca.cert_pem, "server_cert": server_cert, "server_key": server_key,
+            "client_cert": client_cert, "client_key": client_key}
 
 
 # ------------------------------------------------------------------ run builders

@@ -648,6 +648,8 @@ def run_watcher(api: KubeApiDouble, tmp: Path, kind: str, run: dict[str, Any], n
         (ws_keys / fname).write_text(content)
     ws_docker = tmp / "ws-dockerconfig"  # bound to the optional Secret registry-credentials, which is absent
     ws_docker.mkdir()
+    ws_ca = tmp / "ws-ssl-ca-directory"  # bound to the optional ConfigMap chainmail-ca-bundle, which is absent
+    ws_ca.mkdir()
     scratch = tmp / "scratch"
     scratch.mkdir()
     pipeline = doc(WATCHER / "chainmail-watcher.yaml", "Pipeline")
@@ -655,7 +657,8 @@ def run_watcher(api: KubeApiDouble, tmp: Path, kind: str, run: dict[str, Any], n
     mounts = {v["mountPath"]: scratch for s in task["taskSpec"]["steps"] for v in s.get("volumeMounts") or []}
     base = pod_env(tmp, api.kubeconfig(tmp, namespace=WATCHER_NS))
     done = []
-    for name, command, args, env in watcher_steps(pr, {"namespace-keys": ws_keys, "dockerconfig": ws_docker}):
+    for name, command, args, env in watcher_steps(pr, {"namespace-keys": ws_keys, "dockerconfig": ws_docker,
+                                                      "ssl-ca-directory": ws_ca}):
         res = run_container(command, [remap(a, mounts) for a in args], {**base, **env}, tmp)
         done.append((name, res))
         if res.rc != 0:
@@ -781,7 +784,9 @@ def test_cronjob_sweep_signs_every_completed_unsigned_run(kube_api, registry, tm
         local = tmp_path / "mounts" / vm["name"]
         local.mkdir(parents=True)
         volume = volumes[vm["name"]]
-        if "configMap" in volume:
+        if "configMap" in volume and volume["configMap"]["name"] == "chainmail-ca-bundle":
+            assert volume["configMap"].get("optional") is True  # absent ConfigMap: an empty directory
+        elif "configMap" in volume:
             assert volume["configMap"]["name"] == "chainmail-namespace-keys"
             for fname, content in namespace_keys.items():
                 (local / fname).write_text(content)

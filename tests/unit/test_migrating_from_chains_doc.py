@@ -63,13 +63,13 @@ CHAINS_DEPLOYMENT = {
 
 
 def doc_commands() -> list[str]:
-    """The commands of the doc's ``sh`` blocks, in order.
+    """The commands of the doc's ``bash`` blocks, in order.
 
     A line starting in column 0 starts a command; an indented line, or the ``done``/``fi`` that closes
     a loop, belongs to the command above it (so a ``\\`` continuation or a whole ``for`` loop is one).
     """
     commands: list[str] = []
-    for block in re.findall(r"```sh\n(.*?)```", DOC.read_text(), re.S):
+    for block in re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S):
         lines: list[str] = []
         for line in block.splitlines():
             if not line.strip():
@@ -267,3 +267,30 @@ def test_keys_copy_refuses_what_it_cannot_use(cluster: KubeApiDouble, capsys: py
     code, _, err = cli(["keys", "copy", "k8s://tekton-chains/signing-secrets", "k8s://tekton-chains/signing-secrets"],
                        capsys)
     assert code == 4 and "the same Secret" in err
+
+
+def test_the_finalizer_loop_never_drops_a_finalizer_added_after_its_list(
+        cluster: KubeApiDouble, shell: Callable[[str], Any], tmp_path: Path) -> None:
+    """Another controller adds a finalizer between the loop's list and its patch: the patch is refused, not applied."""
+    (loop,) = [c for c in doc_commands() if c.startswith("for ")]
+    real = shutil.which("kubectl")
+    assert real is not None
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    late = '{"metadata":{"finalizers":["chains.tekton.dev/pipelinerun","example.com/late"]}}'
+    (shim / "kubectl").write_text(
+        "#!/bin/bash\n"
+        f'if [ "$3" = patch ] && [ "$5" = release ] && [ ! -e {tmp_path}/raced ]; then\n'
+        f"  touch {tmp_path}/raced\n"
+        f"  {real} -n team-c patch pipelineruns release --type merge -p '{late}' >/dev/null\n"
+        "fi\n"
+        f'exec {real} "$@"\n')
+    (shim / "kubectl").chmod(0o755)
+    raced = shell(f"PATH={shim}:$PATH; {loop}")
+    assert raced.returncode != 0 and "Conflict" in raced.stderr + raced.stdout
+    assert _finalizers(cluster, "pipelineruns", "team-c", "release") == ["chains.tekton.dev/pipelinerun",
+                                                                         "example.com/late"]
+    again = shell(loop)  # what the doc says to do: run the loop again
+    assert again.returncode == 0, again.stderr
+    assert _finalizers(cluster, "pipelineruns", "team-c", "release") == ["example.com/late"]
+    assert _finalizers(cluster, "taskruns", "demo", "unit-tests") == ["example.com/keep-logs"]
