@@ -212,3 +212,54 @@ def test_error_messages_leave_out_the_query(evil: HostileServer) -> None:
     with pytest.raises(TransientError) as info:
         request("GET", f"{evil.url}/cut?X-Amz-Signature=secretsig", policy=_fast(0.2))
     assert "secretsig" not in str(info.value) and "/cut" in str(info.value)
+
+
+class _KeepAlive(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive, as registries and the API server speak: one connection serves many requests."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, int]] = []
+
+    def _answer(self, status: int, body: bytes, length: int | None = None) -> None:
+        type(self).seen.append((self.command, self.client_address[1]))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        if self.command != "HEAD" and status not in (204, 304):
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._answer(401 if self.path == "/private" else 200, b"", length=1234)
+
+    def do_GET(self) -> None:
+        if self.path == "/empty":
+            self.send_response(204)
+            type(self).seen.append((self.command, self.client_address[1]))
+            self.end_headers()
+            return
+        self._answer(200, b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("first", [("HEAD", "/"), ("HEAD", "/private"), ("GET", "/empty")],
+                         ids=["head-200", "head-401", "get-204"])
+def test_a_bodiless_answer_leaves_its_connection_fit_for_the_next_request(first: tuple[str, str]) -> None:
+    """A pooled connection reused after a HEAD or a 204 must carry the next request on the first try."""
+    handler = type("K", (_KeepAlive,), {"seen": []})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    policy = RetryPolicy(deadline=5, initial_backoff=0.01)
+    held = []  # callers keep the answer (to read its headers) while they send the next request
+    try:
+        for _ in range(3):
+            held.append(request(first[0], base + first[1], policy=policy))
+            held.append(request("GET", base + "/", policy=policy))
+            assert held[-1].status_code == 200
+    finally:
+        srv.shutdown()
+    assert policy.retries == 0
+    assert [m for m, _ in handler.seen] == [first[0], "GET"] * 3
+    assert len({port for _, port in handler.seen}) == 1  # one keep-alive connection throughout

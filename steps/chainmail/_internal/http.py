@@ -318,6 +318,9 @@ def _mib(n: int) -> str:
 def _read_body(resp: requests.Response, method: str, max_bytes: int, attempt: _Attempt) -> None:
     """Read the body into ``resp`` (so ``.content``/``.json()`` work), stopping at ``max_bytes``."""
     if method == "HEAD" or resp.status_code in _NO_BODY:
+        # Reading the empty body marks the connection's answer as done; a pooled connection whose
+        # last answer was left open fails the next request sent on it (ResponseNotReady).
+        resp.raw.read()
         _keep(resp, b"")
         return
     declared = resp.headers.get("Content-Length", "").strip()
