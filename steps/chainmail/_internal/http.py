@@ -18,7 +18,8 @@ Bounds on what a server can make us do:
   the first URL: a redirect to blob storage on another host never gets the registry's login.
 
 Every request put on the wire (each retry and redirect hop too) is counted by method and host:
-:func:`request_counts` (for ``sweep -o json`` reports and benchmarks).
+:func:`request_counts` (for ``sweep -o json`` reports and benchmarks). Requests with plain inputs skip
+``Session.request`` and go to the thread session's connection pool directly (see "the direct path").
 """
 
 from __future__ import annotations
