@@ -18,7 +18,8 @@ Bounds on what a server can make us do:
   the first URL: a redirect to blob storage on another host never gets the registry's login.
 
 Every request put on the wire (each retry and redirect hop too) is counted by method and host:
-:func:`request_counts` (for ``sweep -o json`` reports and benchmarks).
+:func:`request_counts` (for ``sweep -o json`` reports and benchmarks). Requests with plain inputs skip
+``Session.request`` and go to the thread session's connection pool directly (see "the direct path").
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ import itertools
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from chainmail._internal import tls
 
@@ -290,6 +292,170 @@ def session() -> requests.Session:
     return sess
 
 
+# -- the direct path -------------------------------------------------------------------------------
+#
+# ``Session.request`` spends about as much CPU as the socket work itself on things chainmail does not
+# use (merging session settings, cookie jars, hooks, proxies from the environment, re-parsing the URL
+# character by character), which made it most of a sweep's CPU. A request with plain inputs (bytes or
+# JSON body, dict params, a login tuple, an already-encoded URL) goes straight to the thread session's
+# urllib3 pool instead, with the same headers, TLS settings, timeouts and error types as ``requests``;
+# anything else (and any request while the session holds cookies) takes ``Session.request``.
+
+#: A URL the direct path sends as written: http(s), no userinfo or fragment, nothing to percent-encode.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?:/(?:[A-Za-z0-9\-._~!$&'()*+,;=:/?]|%[0-9A-Fa-f]{2})*)?")
+_DIRECT_KWARGS = frozenset({"headers", "data", "json", "params", "auth", "timeout", "verify", "cert"})
+_default_headers: dict[str, str] | None = None
+
+
+def _defaults() -> dict[str, str]:
+    """The session's default headers (User-Agent, Accept, Accept-Encoding, Connection), read once."""
+    global _default_headers
+    if _default_headers is None:
+        from requests.utils import default_headers
+
+        _default_headers = dict(default_headers())
+    return _default_headers
+
+
+def _direct(sess: requests.Session, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response | None:
+    """Send on the session's own connection pool without ``Session.request``; None when the inputs need it."""
+    data, body_json, auth, params = kwargs.get("data"), kwargs.get("json"), kwargs.get("auth"), kwargs.get("params")
+    if (sess.cookies or not kwargs.keys() <= _DIRECT_KWARGS or not _PLAIN_URL.fullmatch(url)
+            or not (data is None or isinstance(data, bytes))
+            or not (auth is None or (isinstance(auth, tuple) and len(auth) == 2))
+            or not (params is None or isinstance(params, (dict, list, tuple)))):
+        return None
+    method = method.upper()
+    from requests.models import PreparedRequest, Response
+    from requests.structures import CaseInsensitiveDict
+    from requests.utils import check_header_validity, get_encoding_from_headers
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or not parts.path:
+        return None
+    query = parts.query
+    if params:
+        pairs = params.items() if isinstance(params, dict) else params
+        # as requests encodes them: a list value repeats the key, a None value is left out
+        encoded = urlencode([(k, v) for k, vs in pairs
+                             for v in (vs if isinstance(vs, (list, tuple)) else [vs]) if v is not None])
+        if encoded:
+            query = f"{query}&{encoded}" if query else encoded
+    target = f"{parts.path}?{query}" if query else parts.path
+    url = f"{parts.scheme}://{parts.netloc}{target}"
+
+    # merged as Session.request merges: defaults, then the caller's (a None value drops the header)
+    headers = CaseInsensitiveDict(_defaults())
+    for item in (kwargs.get("headers") or {}).items():
+        if item[1] is None:
+            headers.pop(item[0], None)
+            continue
+        check_header_validity(item)
+        headers[item[0]] = item[1]
+    body: bytes | None = data or None  # as requests: an empty body is no body (Content-Length: 0 on writes)
+    if body is None and body_json is not None:
+        import json
+
+        body = json.dumps(body_json, allow_nan=False).encode()
+        if "content-type" not in headers:
+            headers["Content-Type"] = "application/json"
+    if body:
+        headers["Content-Length"] = str(len(body))
+    elif body is None and method not in ("GET", "HEAD") and "content-length" not in headers:
+        headers["Content-Length"] = "0"
+    if auth is not None:
+        headers["Authorization"] = _basic(*auth)
+
+    prep = PreparedRequest()
+    prep.method, prep.url, prep.body = method, url, body
+    prep.headers = headers
+    raw = _urlopen(sess, prep, parts.scheme, parts.hostname, port, target, kwargs)
+    resp = Response()
+    resp.status_code = raw.status
+    resp.headers = CaseInsensitiveDict(raw.headers)
+    resp.encoding = get_encoding_from_headers(resp.headers)
+    resp.raw, resp.reason, resp.url, resp.request = raw, raw.reason, url, prep
+    if "set-cookie" in resp.headers:  # kept as Session.request keeps them (later requests then take its path)
+        from requests.cookies import extract_cookies_to_jar
+
+        extract_cookies_to_jar(resp.cookies, prep, raw)
+        extract_cookies_to_jar(sess.cookies, prep, raw)
+    return resp
+
+
+def _basic(user: str | bytes, password: str | bytes) -> str:
+    """RFC 7617 Basic credentials, encoded as requests encodes them (text as Latin-1)."""
+    import base64
+
+    raw = b":".join(v if isinstance(v, bytes) else v.encode("latin-1") for v in (user, password))
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _urlopen(sess: requests.Session, prep: requests.PreparedRequest, scheme: str, host: str, port: int | None,
+             target: str, kwargs: dict[str, Any]) -> Any:
+    """``HTTPAdapter.send`` for a prepared request: its pool, TLS checks, timeouts and exception mapping."""
+    import requests
+    from urllib3 import exceptions as u3
+    from urllib3.util import Timeout
+
+    adapter = sess.get_adapter(prep.url or "")
+    verify, cert = kwargs.get("verify"), kwargs.get("cert")
+    if verify is None:
+        verify = True
+    pool_kwargs: dict[str, Any] = {"cert_reqs": "CERT_NONE" if verify is False else "CERT_REQUIRED"}
+    if isinstance(verify, str):
+        pool_kwargs["ca_cert_dir" if os.path.isdir(verify) else "ca_certs"] = verify
+    if cert is not None:
+        if isinstance(cert, tuple) and len(cert) == 2:
+            pool_kwargs["cert_file"], pool_kwargs["key_file"] = cert
+        else:
+            pool_kwargs["cert_file"] = cert
+    try:
+        conn = adapter.poolmanager.connection_from_host(host, port, scheme, pool_kwargs=pool_kwargs)
+    except u3.LocationValueError as exc:
+        raise requests.exceptions.InvalidURL(exc, request=prep) from None
+    adapter.cert_verify(conn, prep.url, verify, cert)
+    timeout = kwargs.get("timeout")
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    try:
+        return conn.urlopen(method=prep.method, url=target, body=prep.body, headers=prep.headers, redirect=False,
+                            assert_same_host=False, preload_content=False, decode_content=False,
+                            retries=adapter.max_retries, timeout=Timeout(connect=connect, read=read),
+                            chunked=prep.body is not None and "Content-Length" not in prep.headers)
+    except (u3.ProtocolError, OSError) as exc:
+        raise requests.ConnectionError(exc, request=prep) from None
+    except u3.MaxRetryError as exc:
+        reason = exc.reason
+        if isinstance(reason, u3.ConnectTimeoutError) and not isinstance(reason, u3.NewConnectionError):
+            raise requests.exceptions.ConnectTimeout(exc, request=prep) from None
+        if isinstance(reason, u3.ResponseError):
+            raise requests.exceptions.RetryError(exc, request=prep) from None
+        if isinstance(reason, u3.SSLError):
+            raise requests.exceptions.SSLError(exc, request=prep) from None
+        raise requests.ConnectionError(exc, request=prep) from None
+    except u3.ClosedPoolError as exc:
+        raise requests.ConnectionError(exc, request=prep) from None
+    except u3.SSLError as exc:
+        raise requests.exceptions.SSLError(exc, request=prep) from None
+    except u3.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc, request=prep) from None
+    except u3.InvalidHeader as exc:
+        raise requests.exceptions.InvalidHeader(exc, request=prep) from None
+
+
+def _send(method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
+    """One request on the thread's session: the direct path when it can, else ``Session.request``."""
+    sess = session()
+    resp = _direct(sess, method, url, kwargs)
+    if resp is None:
+        resp = sess.request(method, url, stream=True, allow_redirects=False, **kwargs)
+    return resp
+
+
 def _retry_after(resp: requests.Response) -> float | None:
     value = resp.headers.get("Retry-After")
     if not value:
@@ -361,7 +527,7 @@ def _attempt(method: str, url: str, kwargs: dict[str, Any], max_bytes: int, foll
     for _hop in range(MAX_REDIRECTS + 1):
         _count(method, current)
         try:
-            resp = session().request(method, current, stream=True, allow_redirects=False, **hop_kwargs)
+            resp = _send(method, current, hop_kwargs)
         except requests.exceptions.SSLError:
             raise  # a bad certificate does not heal by waiting: fail fast
         except (requests.ConnectionError, requests.Timeout) as exc:
