@@ -86,7 +86,8 @@ CORE_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     (ADMISSION, "ValidatingAdmissionPolicy"): top(
         "ValidatingAdmissionPolicy", ADMISSION, ("metadata", "spec"), spec=obj(
             ("matchConstraints", "validations"), failurePolicy={"enum": ["Fail", "Ignore"]},
-            matchConstraints=obj(("resourceRules",), namespaceSelector=LABEL_SELECTOR,
+            matchConstraints=obj(("resourceRules",), matchPolicy={"enum": ["Exact", "Equivalent"]},
+                                 namespaceSelector=LABEL_SELECTOR,
                                  resourceRules=arr(RESOURCE_RULE, 1)),
             matchConditions=arr(NAMED_EXPRESSION), variables=arr(NAMED_EXPRESSION),
             validations=arr(VALIDATION, 1))),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,6 +132,18 @@ HOSTILE: dict[str, Any] = {
         "serviceAccountToken"].update(audience="https://kubernetes.default.svc"),
     "a workspace from a PVC": lambda pr: pr["spec"]["workspaces"][0].update(
         persistentVolumeClaim={"claimName": "loot"}),
+    "a subPath of the docker config": lambda pr: pr["spec"]["workspaces"][1].update(subPath="../"),
+    "resolver params on the Pipeline": lambda pr: pr["spec"]["pipelineRef"].update(
+        params=[{"name": "url", "value": "https://evil.example/p.git"}]),
+    "an apiVersion on the Pipeline": lambda pr: pr["spec"]["pipelineRef"].update(apiVersion="example.dev/v1"),
+    "host aliases": lambda pr: pr["spec"]["taskRunTemplate"]["podTemplate"].update(
+        hostAliases=[{"ip": "203.0.113.7", "hostnames": ["rekor.sigstore.dev"]}]),
+    "a DNS config": lambda pr: pr["spec"]["taskRunTemplate"]["podTemplate"].update(
+        dnsPolicy="None", dnsConfig={"nameservers": ["203.0.113.7"]}),
+    "a config map in the projected token": lambda pr: pr["spec"]["workspaces"][3]["projected"]["sources"].append(
+        {"configMap": {"name": "chainmail-config"}}),
+    "a token source without a token": lambda pr: pr["spec"]["workspaces"][3]["projected"].update(
+        sources=[{"downwardAPI": {"items": []}}]),
 }
 
 
@@ -142,11 +155,17 @@ def test_a_pipelinerun_that_would_run_other_code_as_the_signer_is_refused(case: 
     assert all(message.startswith("the chainmail listener") for message in denied)
 
 
-def test_a_taskrun_from_the_listener_is_refused() -> None:
-    taskrun = {"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "x"},
-               "spec": {"serviceAccountName": "chainmail-signer",
-                        "taskSpec": {"steps": [{"name": "x", "image": "busybox", "script": "env"}]}}}
-    assert "the chainmail listener creates PipelineRuns only" in admit(taskrun, resource="taskruns")
+def test_taskruns_are_left_to_rbac_which_refuses_them() -> None:
+    """The policy is written against the PipelineRun schema only; the listener cannot create TaskRuns at all."""
+    from rbac_model import Rbac
+
+    rules = _policy()["spec"]["matchConstraints"]["resourceRules"]
+    assert [r["resources"] for r in rules] == [["pipelineruns"]]
+    rbac = Rbac.from_files()
+    listener = ("chainmail", "chainmail-listener")
+    assert rbac.allows(listener, "create", "tekton.dev", "pipelineruns", "chainmail")
+    for namespace in ("chainmail", "team-a"):
+        assert not rbac.allows(listener, "create", "tekton.dev", "taskruns", namespace)
 
 
 def test_nobody_else_is_affected() -> None:
@@ -162,3 +181,65 @@ def test_the_binding_denies() -> None:
     policy = _policy()
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert policy["spec"]["failurePolicy"] == "Fail"
+
+
+# ------------------------------------------------------------------ what the API server type-checks
+
+def _v1_pipelinerun_schema(shared: Path) -> dict[str, Any]:
+    crd = yaml.safe_load((shared / "schemas" / "tekton-pipeline" / "300-pipelinerun.yaml").read_text())
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return v1["schema"]["openAPIV3Schema"]
+
+
+def _walk(node: dict[str, Any], fields: list[str], where: str) -> dict[str, Any] | None:
+    """The schema node at ``fields`` below ``node``; None once a node is schemaless (dyn to CEL)."""
+    for name in fields:
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            return None
+        props = node.get("properties") or {}
+        assert name in props, f"{where}: Tekton's v1 PipelineRun schema has no field {name!r} here"
+        node = props[name]
+    return None if node.get("x-kubernetes-preserve-unknown-fields") else node
+
+
+def test_every_field_the_rules_name_is_in_tektons_v1_schema_and_only_lists_are_iterated(shared: Path) -> None:
+    """What the API server's type check refuses: an undeclared field, or ``all()`` over an object.
+
+    Rules that failed it would be errors at admission, and with ``failurePolicy: Fail`` every
+    PipelineRun the listener makes would be refused: the watcher would stop signing.
+    """
+    root = _v1_pipelinerun_schema(shared)
+    for rule in _policy()["spec"]["validations"]:
+        expression = rule["expression"]
+        bound: dict[str, dict[str, Any] | None] = {"object": root}
+        for ref in re.finditer(r"\b([a-z]\w*)((?:\.[A-Za-z]\w*)+)(\()?", expression):
+            var, path, call = ref.group(1), ref.group(2).split(".")[1:], ref.group(3)
+            if var not in bound and var != "request":
+                # a comprehension variable is bound by the .all( that precedes it
+                raise AssertionError(f"{expression}: unknown variable {var!r}")
+            if var == "request":
+                continue
+            if call:  # x.y.all(v, ...): x.y must be a list; v is then one of its items
+                method = path.pop()
+                assert method == "all", f"{expression}: only all() is used"
+                node = _walk(bound[var], path, expression) if bound[var] is not None else None
+                assert node is None or node.get("type") == "array", f"{expression}: all() over a non-list {path}"
+                name = re.match(r"\s*(\w+)\s*,", expression[ref.end():])
+                assert name is not None
+                bound[name.group(1)] = None if node is None else node.get("items", {})
+                continue
+            if bound[var] is not None:
+                _walk(bound[var], path, expression)
+
+
+def test_the_policy_names_tektons_pod_template_fields_it_refuses(shared: Path) -> None:
+    """The pod-template rule refuses env, volumes and the host/DNS settings; every other field only places pods."""
+    pod = _v1_pipelinerun_schema(shared)["properties"]["spec"]["properties"]["taskRunTemplate"]["properties"]["podTemplate"]
+    (rule,) = [v["expression"] for v in _policy()["spec"]["validations"] if "podTemplate.env" in v["expression"]]
+    refused = set(re.findall(r"!has\(object\.spec\.taskRunTemplate\.podTemplate\.(\w+)\)", rule))
+    assert refused == {"env", "volumes", "hostNetwork", "hostAliases", "dnsPolicy", "dnsConfig"}
+    placing = {"affinity", "nodeSelector", "tolerations", "topologySpreadConstraints", "priorityClassName",
+               "schedulerName", "runtimeClassName", "securityContext", "imagePullSecrets", "enableServiceLinks",
+               "automountServiceAccountToken", "hostUsers"}
+    # a field Tekton adds to its pod template fails here until someone decides which side it is on
+    assert set(pod["properties"]) == refused | placing
