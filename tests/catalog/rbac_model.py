@@ -11,13 +11,14 @@ Kept free of pytest, like catalog_support.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from doubles.rbac_docs import RBAC_KINDS, as_applied
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,6 @@ RBAC_FILES: dict[str, str] = {
     "tasks/chainmail-sign/tests/rbac.yaml": E2E,
 }
 
-RBAC_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
 CLUSTER = None  # the namespace of a cluster-scoped (or all-namespaces) request
 
 #: Tekton Triggers' two EventListener ClusterRoles, with the rules Triggers v0.37.0 ships for them
@@ -101,13 +101,11 @@ class Rbac:
 
     def add(self, docs: Iterable[dict[str, Any] | None], namespace: str) -> Rbac:
         """Apply ``docs`` with ``kubectl apply -n namespace`` (namespaced objects default there)."""
-        for doc in docs:
-            if not doc or doc.get("kind") not in (*RBAC_KINDS, "ServiceAccount"):
+        for source in docs:
+            doc = as_applied(source, namespace)
+            if doc is None:
                 continue
-            doc = copy.deepcopy(doc)
-            meta = doc.setdefault("metadata", {})
-            if doc["kind"] in ("Role", "RoleBinding", "ServiceAccount"):
-                meta.setdefault("namespace", namespace)
+            meta = doc["metadata"]
             if doc["kind"] == "ServiceAccount":
                 self.accounts.add((meta["namespace"], meta["name"]))
                 continue

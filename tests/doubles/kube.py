@@ -77,6 +77,7 @@ import pytest
 from doubles import kube_discovery
 from doubles.json_patch import JsonPatchError, json_patch
 from doubles.pki import TestCA
+from doubles.rbac_docs import as_applied
 
 TEKTON = "tekton.dev/v1"
 CORE = "v1"
@@ -101,7 +102,6 @@ SUBRESOURCES: dict[str, frozenset[str]] = {
 PLURALS = {kind: plural for plural, (kind, _) in KINDS.items()}
 MAX_ANNOTATIONS = 256 * 1024
 ADMIN_USER = "kubernetes-admin"
-RBAC_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
 
 Key = tuple[str, str, str]  # (plural, namespace, name)
@@ -484,13 +484,11 @@ class KubeApiDouble:
         loaded = []
         for source in sources:
             docs = [source] if isinstance(source, dict) else list(yaml.safe_load_all(Path(source).read_text()))
-            for doc in docs:
-                if not isinstance(doc, dict) or doc.get("kind") not in (*RBAC_KINDS, "ServiceAccount"):
+            for source_doc in docs:
+                doc = as_applied(source_doc, namespace)
+                if doc is None:
                     continue
-                doc = copy.deepcopy(doc)
-                meta = doc.setdefault("metadata", {})
-                if doc["kind"] in ("Role", "RoleBinding", "ServiceAccount"):
-                    meta.setdefault("namespace", namespace)
+                meta = doc["metadata"]
                 if doc["kind"] == "ServiceAccount":
                     self.add(doc)
                 else:

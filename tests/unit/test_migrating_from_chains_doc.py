@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from chainmail import annotations as ann
-from clirun import cli
+from clirun import cli, doc_line
 from doubles.kube import KubeApiDouble
 from tooling import require_tool
 
@@ -153,16 +153,9 @@ def shell(cluster: KubeApiDouble, tmp_path: Path) -> Callable[[str], subprocess.
 
 def _chainmail(line: str, capsys: pytest.CaptureFixture[str]) -> str:
     """A doc ``chainmail`` line through the CLI's ``main``; a ``> FILE`` redirection is honoured."""
-    words = shlex.split(line.replace("\\\n", " "))
-    target = None
-    if ">" in words:
-        target = words[words.index(">") + 1]
-        words = words[: words.index(">")]
-    code, out, err = cli(words[1:], capsys)
+    code, out, err = doc_line(line, capsys)
     assert code == 0, f"{line}: exit {code}: {err}"
     assert "Traceback" not in err and "s3cret" not in out + err
-    if target is not None:
-        Path(target).write_text(out)
     return out
 
 
