@@ -89,7 +89,8 @@ def test_an_empty_directory_adds_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     (lambda p: p.write_text("no certificate"), "holds no PEM certificate"),
     (lambda p: p.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "does not parse"),
     (lambda p: (p.mkdir(), (p / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")), "no PEM certificate"),
-    (lambda p: p.write_bytes(b"-----BEGIN CERTIFICATE-----" + b"A" * (5 * 1024 * 1024)), "holds no PEM"),
+    (lambda p: p.write_bytes(b"-----BEGIN CERTIFICATE-----" + b"A" * (5 * 1024 * 1024)), "larger than 4 MiB"),
+    (lambda p: os.mkfifo(p), "not a regular file"),  # opening a FIFO would wait for a writer forever
 ])
 def test_bad_settings_are_configuration_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make,
                                                problem: str) -> None:

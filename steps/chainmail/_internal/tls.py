@@ -20,6 +20,7 @@ import atexit
 import logging
 import os
 import re
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -92,11 +93,15 @@ def _pem_certificates(path: Path) -> list[bytes]:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
+            raise ConfigError(f"CA bundle {path} is not a regular file", hint=_HINT)
         with path.open("rb") as fh:
             data = fh.read(_MAX_FILE + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read CA bundle {path}: {exc.strerror}") from None
-    if len(data) > _MAX_FILE or _PEM_BEGIN not in data:
+    if len(data) > _MAX_FILE:
+        raise ConfigError(f"CA bundle {path} is larger than {_MAX_FILE // 1048576} MiB", hint=_HINT)
+    if _PEM_BEGIN not in data:
         return []
     try:
         certs = x509.load_pem_x509_certificates(data)
